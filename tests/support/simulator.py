@@ -1,0 +1,1 @@
+"""Fixtures: the simulator on a loopback socket (filled in by the simulator work)."""
