@@ -3,4 +3,5 @@
 pytest_plugins = [
     "tests.support.simulator",
     "tests.support.fake_slack",
+    "tests.support.prometheus",
 ]
