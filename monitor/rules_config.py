@@ -63,6 +63,14 @@ class _RuleBase(BaseModel):
     # Resolve only once the metric is back this fraction inside the threshold (no flapping).
     hysteresis: float = Field(default=0.05, ge=0, lt=1)
 
+    @field_validator("renotify")
+    @classmethod
+    def _positive_renotify(cls, value: float | None) -> float | None:
+        # 0 would re-send on every poll: the spam the product promises not to send. null turns it off.
+        if value is not None and value <= 0:
+            raise ValueError("renotify must be a positive duration such as '1h', or null to never re-send")
+        return value
+
     @field_validator("warn_at")
     @classmethod
     def _fractions(cls, value: list[float]) -> list[float]:
@@ -102,10 +110,10 @@ class RunRule(_RuleBase):
     scope: Literal["run"] = "run"
     match: RunSelector = Field(default_factory=RunSelector)
     metric: RunMetric = "total_cost_usd"
-    threshold: float | None = Field(default=None, gt=0)
-    below: float | None = Field(default=None, gt=0)
+    threshold: float | None = Field(default=None, gt=0, allow_inf_nan=False)
+    below: float | None = Field(default=None, gt=0, allow_inf_nan=False)
     # For time_to_budget_seconds and projected_cost_usd: the budget in USD the run is heading to.
-    budget_usd: float | None = Field(default=None, gt=0)
+    budget_usd: float | None = Field(default=None, gt=0, allow_inf_nan=False)
     # For projected_cost_usd: how far ahead to project at the current burn rate.
     horizon: Duration = 3600.0
     action: Literal["alert", "delete"] = "alert"
@@ -138,12 +146,19 @@ class RunRule(_RuleBase):
 class WalletRule(_RuleBase):
     scope: Literal["wallet"]
     metric: WalletMetric = "balance_usd"
-    threshold: float | None = Field(default=None, gt=0)
-    below: float | None = Field(default=None, gt=0)
+    threshold: float | None = Field(default=None, gt=0, allow_inf_nan=False)
+    below: float | None = Field(default=None, gt=0, allow_inf_nan=False)
     # For spend_usd: the trailing window the spend is summed over.
     window: Duration = 86400.0
     # Wallet rules only alert: which runs to stop when the wallet runs low is a later decision.
     action: Literal["alert"] = "alert"
+
+    @field_validator("window")
+    @classmethod
+    def _positive_window(cls, value: float) -> float:
+        if value <= 0:
+            raise ValueError("window must be a positive duration such as '24h'")
+        return value
 
     @field_validator("below", mode="before")
     @classmethod
