@@ -1,0 +1,188 @@
+"""The audit views for `prime-cost-monitor status`: the action log and the protections, as plain
+text (one line per record, widths fitted to the content) and as JSON-able data.
+
+The text is plain: print it with `print()` or `Console.print(text, markup=False, highlight=False)`
+so a run name containing `[red]` is shown as written, not read as markup.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from datetime import UTC, datetime
+from fnmatch import fnmatchcase
+from typing import Any
+
+from monitor.alerts import format_metric_value, safe_text
+from monitor.durations import format_duration
+from monitor.events import ActionRecord, Protection
+
+_REASON_WIDTH = 90
+_READING_SOURCES = ("poll", "reread")
+
+
+def _iso(epoch: float | None) -> str | None:
+    if epoch is None:
+        return None
+    return datetime.fromtimestamp(epoch, UTC).isoformat(timespec="seconds").replace("+00:00", "Z")
+
+
+def _short_time(epoch: float) -> str:
+    return datetime.fromtimestamp(epoch, UTC).strftime("%Y-%m-%d %H:%M:%S")
+
+
+def _last_reading(record: ActionRecord) -> dict[str, Any] | None:
+    readings = [entry for entry in record.evidence if entry.get("source") in _READING_SOURCES]
+    return readings[-1] if readings else None
+
+
+def _schedule(record: ActionRecord) -> dict[str, Any] | None:
+    return next((entry for entry in record.evidence if entry.get("source") == "schedule"), None)
+
+
+def value_and_limit(record: ActionRecord) -> str:
+    """'$52.10 / $50.00' from the newest reading in the evidence, '' when there is none."""
+    reading = _last_reading(record)
+    if reading is None:
+        return ""
+    metric = str(reading.get("metric", "total_cost_usd"))
+    value, limit = reading.get("value"), reading.get("limit")
+    shown = format_metric_value(metric, None if value is None else float(value))
+    cap = format_metric_value(metric, None if limit is None else float(limit))
+    return f"{shown} / {cap}".replace(" tokens", "")
+
+
+def action_as_json(record: ActionRecord) -> dict[str, Any]:
+    schedule = _schedule(record)
+    return {
+        "id": record.id,
+        "created_at": record.created_at,
+        "time": _iso(record.created_at),
+        "run_id": record.run_id,
+        "rule": record.rule,
+        "decision": record.decision,
+        "dry_run": record.dry_run,
+        "reason": record.reason,
+        "intent_id": record.intent_id,
+        "config_hash": record.config_hash,
+        "deadline": _iso(schedule["deadline"]) if schedule and schedule.get("deadline") is not None else None,
+        "evidence": record.evidence,
+    }
+
+
+def actions_as_json(records: Sequence[ActionRecord]) -> list[dict[str, Any]]:
+    """`status --actions --json`: every field of every record, times also in ISO 8601 UTC."""
+    return [action_as_json(record) for record in records]
+
+
+def _table(header: Sequence[str], rows: Sequence[Sequence[str]]) -> str:
+    widths = [max(len(header[i]), *(len(row[i]) for row in rows)) for i in range(len(header))]
+
+    def line(cells: Sequence[str]) -> str:
+        return "  ".join(cell.ljust(widths[i]) for i, cell in enumerate(cells)).rstrip()
+
+    return "\n".join([line(header), line(["-" * width for width in widths]), *(line(row) for row in rows)])
+
+
+def render_actions(records: Sequence[ActionRecord], *, title: str = "Enforcement action log (newest first)") -> str:
+    """`status --actions`: one line per decision; `ref` is the record it completes (intent or pending)."""
+    if not records:
+        return f"{title}\nNo enforcement actions recorded."
+    header = ("id", "time (UTC)", "run", "rule", "decision", "mode", "value / limit", "ref", "reason")
+    rows = []
+    for record in records:
+        reason = safe_text(record.reason, limit=_REASON_WIDTH)
+        rows.append(
+            (
+                str(record.id if record.id is not None else ""),
+                _short_time(record.created_at),
+                safe_text(record.run_id, limit=40),
+                safe_text(record.rule, limit=30),
+                record.decision,
+                "dry run" if record.dry_run else "live",
+                value_and_limit(record),
+                "" if record.intent_id is None else f"#{record.intent_id}",
+                reason,
+            )
+        )
+    return f"{title}\n{_table(header, rows)}"
+
+
+def describe_evidence(entry: dict[str, Any]) -> str:
+    """One evidence entry as a line: a reading, the countdown, or a failed DELETE attempt."""
+    source = entry.get("source")
+    if source in _READING_SOURCES:
+        metric = str(entry.get("metric", "total_cost_usd"))
+        value, limit = entry.get("value"), entry.get("limit")
+        label = "re-read" if source == "reread" else "reading"
+        return (
+            f"{label} {_short_time(float(entry['taken_at']))} UTC: {metric} "
+            f"{format_metric_value(metric, None if value is None else float(value))} "
+            f"(limit {format_metric_value(metric, None if limit is None else float(limit))}), "
+            f"total ${float(entry.get('total_cost_usd', 0.0)):,.2f}, "
+            f"{entry.get('record_count', '?')} usage records, status {safe_text(entry.get('status') or '?', limit=20)}"
+        )
+    if source == "schedule":
+        grace = format_duration(float(entry.get("grace_period", 0.0)))
+        return f"countdown: deadline {_short_time(float(entry['deadline']))} UTC (grace {grace})"
+    if source == "attempt":
+        return (
+            f"DELETE attempt {entry.get('attempt')} of {entry.get('of')} for intent #{entry.get('intent_id')} failed: "
+            f"{safe_text(entry.get('error', ''), limit=200)}; retry at {_short_time(float(entry['retry_at']))} UTC"
+        )
+    return safe_text(entry, limit=200)
+
+
+def render_action_detail(record: ActionRecord) -> str:
+    """Everything one record says, for `status --actions` on a single run or for incident notes."""
+    lines = [
+        f"#{record.id} {_short_time(record.created_at)} UTC  {record.decision}"
+        f" ({'dry run' if record.dry_run else 'live'})  run {safe_text(record.run_id)}  rule {safe_text(record.rule)}",
+        f"  reason: {safe_text(record.reason, limit=500)}",
+        f"  config: {record.config_hash}" + ("" if record.intent_id is None else f"  completes: #{record.intent_id}"),
+    ]
+    lines += [f"  - {describe_evidence(entry)}" for entry in record.evidence]
+    return "\n".join(lines)
+
+
+def protections_as_json(*, static: Sequence[str], runtime: Sequence[Protection], now: float) -> list[dict[str, Any]]:
+    """Both kinds of protection: `enforce.protect` entries (ids or name globs) and runtime ones."""
+    out: list[dict[str, Any]] = [
+        {"kind": "config", "match": pattern, "glob": any(ch in pattern for ch in "*?["), "until": None, "reason": ""}
+        for pattern in static
+    ]
+    for protection in runtime:
+        out.append(
+            {
+                "kind": "runtime",
+                "match": protection.run_id,
+                "glob": False,
+                "created_at": _iso(protection.created_at),
+                "until": _iso(protection.until),
+                "remaining_seconds": None if protection.until is None else max(protection.until - now, 0.0),
+                "reason": protection.reason,
+            }
+        )
+    return out
+
+
+def render_protections(*, static: Sequence[str], runtime: Sequence[Protection], now: float) -> str:
+    """`status`: what enforcement will never delete, and until when."""
+    title = "Protected from deletion"
+    if not static and not runtime:
+        return f"{title}\nNothing is protected (enforce.protect is empty; no `prime-cost-monitor protect`)."
+    rows = [(safe_text(pattern), "config (enforce.protect)", "always", "") for pattern in static]
+    for protection in runtime:
+        until = (
+            "until unprotected"
+            if protection.until is None
+            else f"{_short_time(protection.until)} UTC (in {format_duration(max(protection.until - now, 0.0))})"
+        )
+        rows.append((safe_text(protection.run_id), "runtime (protect)", until, safe_text(protection.reason)))
+    return f"{title}\n{_table(('run / glob', 'source', 'until', 'reason'), rows)}"
+
+
+def is_protected(*, run_id: str, run_name: str | None, static: Sequence[str], runtime: Sequence[Protection]) -> bool:
+    """The same matching enforcement uses (ids and name globs, runtime by id), for status views."""
+    if any(fnmatchcase(run_id, p) or (run_name is not None and fnmatchcase(run_name, p)) for p in static):
+        return True
+    return any(protection.run_id == run_id for protection in runtime)
