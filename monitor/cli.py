@@ -1,18 +1,176 @@
-"""Command line: `prime-cost-monitor run|check|validate|status|simulate|demo`."""
+"""Command line: `prime-cost-monitor run|check|validate|status|protect|unprotect|simulate|demo`.
+
+Exit codes (check and run --once): 0 all within budget, 1 a rule breached, 2 bad config,
+3 API unreachable or unauthorised.
+"""
 
 from __future__ import annotations
 
 import argparse
+import asyncio
+import contextlib
+import json
+import signal
 import sys
+from pathlib import Path
+
+from rich.console import Console
+
+from monitor import __version__
+from monitor.config import ConfigError, Settings, load_settings
+from monitor.durations import parse_duration
+from monitor.logs import configure_logging, register_secrets, secrets_of
+from monitor.passes import EXIT_CONFIG, EXIT_OK
+from monitor.store_schema import StoreError
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="prime-cost-monitor")
-    parser.add_subparsers(dest="command", required=True)
+    parser = argparse.ArgumentParser(
+        prog="prime-cost-monitor",
+        description="Guards the money spent on Prime Intellect Training API runs.",
+    )
+    parser.add_argument("--version", action="version", version=f"%(prog)s {__version__}")
+    commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+
+    run = commands.add_parser("run", help="the daemon: poll, export metrics, alert, enforce")
+    run.add_argument("--config", type=Path, help="YAML config file (env vars PRIME_MONITOR_* override it)")
+    run.add_argument("--once", action="store_true", help="one full pass, then exit with check's codes")
+    run.add_argument("--log-format", choices=["json", "console"], help="override log.format")
+
+    check = commands.add_parser("check", help="one pass, a table; exit 0 ok / 1 breach / 2 bad config / 3 API")
+    check.add_argument("--config", type=Path)
+    check.add_argument("--json", action="store_true", help="print JSON instead of a table")
+
+    validate = commands.add_parser("validate", help="validate a config file and print what it sets")
+    validate.add_argument("file", type=Path)
+
+    status = commands.add_parser("status", help="what the state store knows: runs, alerts, actions")
+    _state_arguments(status)
+    status.add_argument("--actions", action="store_true", help="the full action log (audit)")
+    status.add_argument("--json", action="store_true")
+    status.add_argument("--limit", type=int, default=50)
+
+    protect = commands.add_parser("protect", help="exempt a run from deletion (honoured by a running daemon)")
+    _state_arguments(protect)
+    protect.add_argument("run_id")
+    protect.add_argument("--for", dest="duration", help="for how long, e.g. 6h (default: until unprotected)")
+    protect.add_argument("--reason", default="", help="why (kept in the audit)")
+
+    unprotect = commands.add_parser("unprotect", help="remove a runtime exemption")
+    _state_arguments(unprotect)
+    unprotect.add_argument("run_id")
+
+    simulate = commands.add_parser("simulate", help="a spec-faithful Prime API simulator on loopback")
+    simulate.add_argument("--port", type=int, default=8787)
+    simulate.add_argument("--host", default="127.0.0.1")
+    simulate.add_argument("--scenario", type=Path, help="scenario YAML (default: the built-in one)")
+
+    demo = commands.add_parser("demo", help="simulator + daemon + live console view; no account needed")
+    demo.add_argument("--port", type=int, default=9477, help="the daemon's /metrics port")
+    demo.add_argument("--duration", help="stop by itself after this long (e.g. 2m)")
+    demo.add_argument("--no-live", action="store_true", help="plain log lines instead of the live view")
     return parser
+
+
+def _state_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--config", type=Path, help="read the state path from this config")
+    parser.add_argument("--state", help="the state store file (overrides the config's state.path)")
+
+
+def _load(path: Path | None) -> Settings:
+    settings = load_settings(path)
+    register_secrets(secrets_of(settings))
+    return settings
 
 
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
-    print(f"{args.command}: not implemented yet", file=sys.stderr)
-    return 2
+    try:
+        return _dispatch(args)
+    except ConfigError as exc:
+        print(f"prime-cost-monitor: {exc}", file=sys.stderr)
+        return EXIT_CONFIG
+    except StoreError as exc:
+        print(f"prime-cost-monitor: state.path: {exc}", file=sys.stderr)
+        return EXIT_CONFIG
+    except KeyboardInterrupt:
+        return 130
+
+
+def _dispatch(args: argparse.Namespace) -> int:
+    command: str = args.command
+    if command == "validate":
+        settings = _load(args.file)
+        print(f"{args.file}: ok ({len(settings.rules)} rules, config hash {settings.config_hash()})")
+        return EXIT_OK
+    if command == "check":
+        return asyncio.run(_check(_load(args.config), as_json=args.json))
+    if command == "run":
+        settings = _load(args.config)
+        configure_logging(fmt=args.log_format or settings.log.format, level=settings.log.level)
+        return asyncio.run(_run(settings, config_path=args.config, once=args.once))
+    if command in ("status", "protect", "unprotect"):
+        from monitor.status_cli import run_state_command
+
+        return run_state_command(args, load=_load)
+    if command == "simulate":
+        from monitor.sim.server import serve
+
+        configure_logging(fmt="console", level="info")
+        with contextlib.suppress(KeyboardInterrupt):
+            asyncio.run(
+                serve(host=args.host, port=args.port, scenario_path=str(args.scenario) if args.scenario else None)
+            )
+        return EXIT_OK
+    if command == "demo":
+        from monitor.demo import run_demo
+
+        duration = parse_duration(args.duration) if args.duration else None
+        return run_demo(metrics_port=args.port, duration=duration, live=not args.no_live)
+    raise AssertionError(command)
+
+
+async def _check(settings: Settings, *, as_json: bool) -> int:
+    from monitor.daemon import Daemon
+
+    configure_logging(fmt="console", level="error")
+    # A check reads and judges; it keeps no state, sends nothing and never deletes.
+    dry = settings.model_copy(
+        update={
+            "state": settings.state.model_copy(update={"path": ":memory:"}),
+            "enforce": settings.enforce.model_copy(update={"dry_run": True}),
+        }
+    )
+    daemon = Daemon(settings=dry, notifiers=[], serve_http=False)
+    try:
+        result = await daemon.run_once()
+    finally:
+        await daemon.shutdown()
+    if as_json:
+        print(json.dumps(result.to_json(), indent=2))
+    else:
+        result.render(Console(soft_wrap=False, width=200))
+    return result.exit_code
+
+
+async def _run(settings: Settings, *, config_path: Path | None, once: bool) -> int:
+    from monitor.daemon import Daemon
+
+    daemon = Daemon(settings=settings, config_path=config_path, serve_http=not once)
+    if once:
+        try:
+            result = await daemon.run_once()
+        finally:
+            await daemon.shutdown()
+        return result.exit_code
+    loop = asyncio.get_running_loop()
+    loop.add_signal_handler(signal.SIGTERM, daemon.request_stop)
+    loop.add_signal_handler(signal.SIGINT, daemon.request_stop)
+    loop.add_signal_handler(signal.SIGHUP, daemon.reload)
+    try:
+        await daemon.run_forever()
+    except OSError as exc:
+        # Typically the metrics port is taken: say which, rather than a traceback.
+        print(f"prime-cost-monitor: cannot start: {exc}", file=sys.stderr)
+        return 1
+    return EXIT_OK

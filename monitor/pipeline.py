@@ -1,0 +1,134 @@
+"""From a good reading to decisions: evaluate the rules, advance each alert, publish what changed,
+and hand breaches of `action: delete` rules to enforcement.
+
+Notifications are published (to the outbox, which drops duplicate keys) before the alert state is
+saved, so a crash between the two re-derives the same notification on restart and sends nothing twice.
+"""
+
+from __future__ import annotations
+
+from typing import Protocol
+
+import structlog
+
+from monitor.alerts import AlertContext, advance_alert
+from monitor.clock import Clock
+from monitor.config import Settings
+from monitor.events import Evaluation
+from monitor.notify.outbox import OutboxDispatcher
+from monitor.rules import burn_rate_usd_per_hour, evaluate_run, evaluate_wallet, runway_seconds, wallet_spend_usd
+from monitor.rules_config import RunRule, WalletRule
+from monitor.runtime import RuntimeState
+from monitor.snapshots import RunSnapshot, WalletSnapshot
+from monitor.store import StateStore
+
+log = structlog.get_logger(__name__)
+
+# A run whose utilisation of any rule reaches this is polled at the fastest allowed interval.
+HOT_UTILISATION = 0.8
+
+
+class BreachObserver(Protocol):
+    """Enforcement: told about every evaluation of a rule whose action is delete."""
+
+    async def observe(self, evaluation: Evaluation, snapshot: RunSnapshot) -> None: ...
+
+
+class Pipeline:
+    def __init__(
+        self,
+        *,
+        settings: Settings,
+        store: StateStore,
+        runtime: RuntimeState,
+        dispatcher: OutboxDispatcher | None,
+        clock: Clock,
+        enforcer: BreachObserver | None = None,
+    ) -> None:
+        self.settings = settings
+        self.store = store
+        self.runtime = runtime
+        self.dispatcher = dispatcher
+        self.clock = clock
+        self.enforcer = enforcer
+
+    async def on_run_snapshot(self, snapshot: RunSnapshot) -> list[Evaluation]:
+        now = self.clock.now()
+        window = self.settings.poll.burn_window
+        history = self.store.run_history(snapshot.run_id, since=now - window - self.settings.poll.interval)
+        burn = burn_rate_usd_per_hour(history, now=now, window=window)
+        if burn is not None:
+            self.runtime.burn_rates[snapshot.run_id] = burn
+        else:
+            self.runtime.burn_rates.pop(snapshot.run_id, None)
+        evaluations: list[Evaluation] = []
+        for rule in self.settings.run_rules:
+            evaluation = evaluate_run(rule, snapshot, history, now=now, burn_window=window)
+            if evaluation is None:
+                continue
+            evaluations.append(evaluation)
+            self.runtime.evaluations[(snapshot.run_id, rule.name)] = evaluation
+            self._advance(rule, evaluation, self._run_context(snapshot, evaluation))
+            if rule.action == "delete" and self.enforcer is not None:
+                await self.enforcer.observe(evaluation, snapshot)
+        return evaluations
+
+    async def on_wallet_snapshot(self, wallet: WalletSnapshot) -> list[Evaluation]:
+        now = self.clock.now()
+        total_burn = sum(
+            rate
+            for run_id, rate in self.runtime.burn_rates.items()
+            if run_id in self.runtime.runs and not self.runtime.runs[run_id].terminal
+        )
+        self.runtime.wallet_runway_seconds = runway_seconds(wallet.balance_usd, total_burn)
+        longest_window = max((r.window for r in self.settings.wallet_rules), default=86400.0)
+        history = self.store.wallet_history(since=now - longest_window - self.settings.poll.wallet_interval)
+        evaluations: list[Evaluation] = []
+        for rule in self.settings.wallet_rules:
+            if rule.metric == "spend_usd":
+                spend = wallet_spend_usd(history, now=now, window=rule.window)
+                if spend is not None:
+                    self.runtime.wallet_spend_usd[rule.name] = spend
+            evaluation = evaluate_wallet(rule, wallet, history, total_burn_rate_usd_per_hour=total_burn, now=now)
+            evaluations.append(evaluation)
+            self.runtime.evaluations[(wallet.wallet_id, rule.name)] = evaluation
+            context = AlertContext(subject_name=f"wallet {wallet.wallet_id}")
+            self._advance(rule, evaluation, context)
+        return evaluations
+
+    def is_hot(self, run_id: str) -> bool:
+        return any(
+            ev.utilisation is not None and ev.utilisation >= HOT_UTILISATION
+            for (subject, _), ev in self.runtime.evaluations.items()
+            if subject == run_id
+        )
+
+    def _run_context(self, snapshot: RunSnapshot, evaluation: Evaluation) -> AlertContext:
+        return AlertContext(
+            subject_name=snapshot.display_name,
+            run_id=snapshot.run_id,
+            base_model=snapshot.base_model,
+            status=snapshot.status,
+            link=self.settings.api.dashboard_url.format(run_id=snapshot.run_id),
+            terminal=snapshot.terminal,
+        )
+
+    def _advance(self, rule: RunRule | WalletRule, evaluation: Evaluation, context: AlertContext) -> None:
+        previous = self.store.get_alert(evaluation.subject, rule.name)
+        state, notifications = advance_alert(previous, evaluation, rule=rule, context=context, now=self.clock.now())
+        for notification in notifications:
+            if self.dispatcher is not None and self.dispatcher.channels:
+                fresh = self.dispatcher.publish(notification)
+                log.info(
+                    "alert_published" if fresh else "alert_already_published",
+                    kind=notification.kind,
+                    subject=notification.subject,
+                    rule=notification.rule,
+                    severity=notification.severity,
+                    title=notification.title,
+                    dedup_key=notification.dedup_key,
+                )
+            else:
+                log.info("alert_not_sent_no_channel", kind=notification.kind, title=notification.title)
+        if previous is None or state != previous:
+            self.store.save_alert(state)
