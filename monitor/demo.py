@@ -184,8 +184,9 @@ async def _demo(*, metrics_port: int, duration: float | None, live: bool, out: T
 async def _metrics_url(daemon: Daemon, daemon_task: asyncio.Task[None]) -> str:
     """The server binds inside run_forever; wait (bounded) until it has a port."""
     for _ in range(100):
-        if daemon.server is not None and daemon.server.port:
-            return f"{daemon.server.url}/metrics"
+        if daemon.server is not None:
+            with contextlib.suppress(RuntimeError):  # not bound yet
+                return f"{daemon.server.url}/metrics"
         if daemon_task.done():
             daemon_task.result()
         await asyncio.sleep(0.05)

@@ -92,7 +92,7 @@ class Pipeline:
             evaluation = evaluate_wallet(rule, wallet, history, total_burn_rate_usd_per_hour=total_burn, now=now)
             evaluations.append(evaluation)
             self.runtime.evaluations[(wallet.wallet_id, rule.name)] = evaluation
-            context = AlertContext(subject_name=f"wallet {wallet.wallet_id}")
+            context = AlertContext(subject_name=wallet.wallet_id)
             self._advance(rule, evaluation, context)
         return evaluations
 
