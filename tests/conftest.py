@@ -3,5 +3,6 @@
 pytest_plugins = [
     "tests.support.simulator",
     "tests.support.fake_slack",
+    "tests.support.daemon",
     "tests.support.prometheus",
 ]
