@@ -61,7 +61,7 @@ def build_parser() -> argparse.ArgumentParser:
     unprotect.add_argument("run_id")
 
     simulate = commands.add_parser("simulate", help="a spec-faithful Prime API simulator on loopback")
-    simulate.add_argument("--port", type=int, default=8787)
+    simulate.add_argument("--port", type=int, default=8765)
     simulate.add_argument("--host", default="127.0.0.1")
     simulate.add_argument("--scenario", type=Path, help="scenario YAML (default: the built-in one)")
 
@@ -85,6 +85,8 @@ def _load(path: Path | None) -> Settings:
 
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
+    # Commands that print results keep stdout for them; `run` and `demo` configure their own logging.
+    configure_logging(fmt="console", level="warning")
     try:
         return _dispatch(args)
     except ConfigError as exc:

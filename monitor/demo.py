@@ -28,7 +28,7 @@ from rich.text import Text
 from monitor.config import Settings
 from monitor.daemon import Daemon
 from monitor.durations import format_duration
-from monitor.events import Notification
+from monitor.events import Evaluation, Notification
 from monitor.logs import configure_logging
 from monitor.notify.base import Notifier
 from monitor.notify.console import ConsoleNotifier
@@ -83,6 +83,12 @@ def demo_settings(*, base_url: str, api_key: str, metrics_port: int, state_path:
     )
 
 
+def _time_to_cap(ev: Evaluation | None) -> str:
+    if ev is None or ev.time_to_limit_seconds is None:
+        return ""
+    return "over" if ev.breached else format_duration(ev.time_to_limit_seconds)
+
+
 def render_view(daemon: Daemon, feed: FeedNotifier, *, metrics_url: str, sim_url: str) -> Group:
     runtime = daemon.runtime
     header = Text.assemble(
@@ -108,7 +114,7 @@ def render_view(daemon: Daemon, feed: FeedNotifier, *, metrics_url: str, sim_url
             f"${RUN_CAP_USD:,.2f}",
             Text(used, style=style),
             "" if burn is None else f"{burn:,.2f}",
-            "" if ev is None or ev.time_to_limit_seconds is None else format_duration(ev.time_to_limit_seconds),
+            _time_to_cap(ev),
             Text("" if ev is None else ev.tier_label, style=style),
         )
     wallet = runtime.wallet

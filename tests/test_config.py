@@ -1,0 +1,146 @@
+"""Config: every shipped example validates; bad input names the file, the rule and the field."""
+
+from __future__ import annotations
+
+import re
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import yaml
+
+from monitor.config import ConfigError, load_settings
+from monitor.sim.scenario import load_scenario
+
+ROOT = Path(__file__).resolve().parent.parent
+CONFIG_FILES = [*sorted((ROOT / "config").glob("*.yml")), ROOT / "deploy/kubernetes/config.yml"]
+
+
+def readme_yaml_blocks() -> list[str]:
+    text = (ROOT / "README.md").read_text(encoding="utf-8")
+    return re.findall(r"```yaml\n(.*?)```", text, flags=re.S)
+
+
+@pytest.mark.parametrize("path", CONFIG_FILES, ids=lambda p: p.name)
+def test_every_shipped_config_validates(path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    for name in ("PRIME_API_KEY", "SLACK_BOT_TOKEN", "PRIME_API_BASE_URL", "PRIME_TEAM_ID"):
+        monkeypatch.delenv(name, raising=False)
+    if path.name.startswith("scenario-"):
+        assert load_scenario(path).runs
+    else:
+        settings = load_settings(path)
+        assert settings.rules, f"{path} documents no rule"
+        # Everything shipped is dry-run.
+        assert settings.enforce.dry_run is True
+
+
+def test_readme_yaml_blocks_validate(tmp_path: Path) -> None:
+    blocks = readme_yaml_blocks()
+    assert len(blocks) >= 2
+    for index, block in enumerate(blocks):
+        path = tmp_path / f"readme-{index}.yml"
+        path.write_text(block, encoding="utf-8")
+        assert yaml.safe_load(block), block
+        load_settings(path)
+
+
+def test_example_documents_every_section() -> None:
+    raw = yaml.safe_load((ROOT / "config/example.yml").read_text())
+    assert set(raw) == {"api", "watch", "poll", "rules", "notify", "enforce", "server", "state", "log"}
+
+
+def write(tmp_path: Path, text: str) -> Path:
+    path = tmp_path / "c.yml"
+    path.write_text(text, encoding="utf-8")
+    return path
+
+
+@pytest.mark.parametrize(
+    ("text", "expected"),
+    [
+        ("rules: [{name: cap, thresold: 5}]", "rules[0] (cap).thresold"),
+        ("rules: [{name: cap, threshold: -1}]", "rules[0] (cap).threshold"),
+        ("rules: [{name: cap, threshold: 5, warn_at: [1.5]}]", "rules[0] (cap).warn_at"),
+        ("rules: [{name: floor, scope: wallet, metric: balance_usd, threshold: 5}]", "give `below`"),
+        (
+            "rules: [{name: floor, scope: wallet, metric: balance_usd, below: 5, action: delete}]",
+            "rules[0] (floor).action",
+        ),
+        ("rules: [{name: r, metric: burn_rate_usd_per_hour, threshold: 5, action: delete}]", "rules[0] (r)"),
+        ("rules: [{name: a, threshold: 1}, {name: a, threshold: 2}]", "two rules are named 'a'"),
+        ("poll: {interval: soon}", "poll.interval"),
+        ("server: {listen: nowhere}", "server.listen"),
+        ("api: {base_url: ftp://x}", "api.base_url"),
+        ("bogus: {}", "bogus"),
+        ("rules: [{name: x, threshold: 1, scope: planet}]", "rules[0]"),
+    ],
+)
+def test_bad_config_names_the_field(tmp_path: Path, text: str, expected: str) -> None:
+    path = write(tmp_path, text)
+    with pytest.raises(ConfigError) as caught:
+        load_settings(path)
+    message = str(caught.value)
+    assert str(path) in message
+    assert expected in message, message
+
+
+def test_yaml_syntax_error_gives_the_line(tmp_path: Path) -> None:
+    path = write(tmp_path, "api:\n  base_url: [unclosed\n")
+    with pytest.raises(ConfigError, match=r"line \d+"):
+        load_settings(path)
+
+
+def test_validate_exits_2_and_names_the_field(tmp_path: Path) -> None:
+    path = write(tmp_path, "rules: [{name: run-cap, thresold: 50}]")
+    result = subprocess.run(
+        [sys.executable, "-m", "monitor", "validate", str(path)], capture_output=True, text=True, timeout=60
+    )
+    assert result.returncode == 2
+    assert "rules[0] (run-cap).thresold" in result.stderr
+    ok = subprocess.run(
+        [sys.executable, "-m", "monitor", "validate", str(ROOT / "config/example.yml")],
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert ok.returncode == 0, ok.stderr
+    missing = subprocess.run(
+        [sys.executable, "-m", "monitor", "validate", str(tmp_path / "nope.yml")],
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert missing.returncode == 2 and "nope.yml" in missing.stderr
+
+
+def test_env_overrides_file_and_prime_cli_names_are_read(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    path = write(tmp_path, "poll: {interval: 30s}\napi: {base_url: 'http://file:1'}")
+    monkeypatch.setenv("PRIME_MONITOR_POLL__INTERVAL", "15s")
+    monkeypatch.setenv("PRIME_API_BASE_URL", "http://from-env:2/api/v1/")
+    monkeypatch.setenv("PRIME_API_KEY", "key-from-env-0123456789")
+    monkeypatch.setenv("PRIME_TEAM_ID", "team-x")
+    settings = load_settings(path)
+    assert settings.poll.interval == 15.0
+    assert settings.api.base_url == "http://from-env:2"
+    assert settings.api.team_id == "team-x"
+    assert settings.api.api_key is not None
+    assert settings.api.api_key.get_secret_value() == "key-from-env-0123456789"
+    # The key never shows in a repr, a dump or the config hash input.
+    assert "key-from-env" not in repr(settings)
+    assert "key-from-env" not in settings.model_dump_json()
+
+
+def test_durations_read_units() -> None:
+    settings = load_settings(None, overrides={"poll": {"interval": "1m30s", "min_interval": "500ms"}})
+    assert settings.poll.interval == 90.0
+    assert settings.poll.min_interval == 0.5
+
+
+def test_config_hash_changes_with_rules_but_not_with_secrets(monkeypatch: pytest.MonkeyPatch) -> None:
+    base = load_settings(None, overrides={"rules": [{"name": "a", "threshold": 1}]})
+    other = load_settings(None, overrides={"rules": [{"name": "a", "threshold": 2}]})
+    monkeypatch.setenv("PRIME_API_KEY", "another-key-0123456789")
+    same = load_settings(None, overrides={"rules": [{"name": "a", "threshold": 1}]})
+    assert base.config_hash() != other.config_hash()
+    assert base.config_hash() == same.config_hash()
