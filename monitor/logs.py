@@ -20,7 +20,12 @@ from pydantic import SecretStr
 from monitor.config import Settings
 
 REDACTED = "***"
-_SECRET_KEY = re.compile(r"(token|api_?key|secret|password|authorization|auth_header|hf_?token|wandb)", re.I)
+# Whole key names, so that `tokens` (a count) or `dedup_key` are not mistaken for secrets.
+_SECRET_KEY = re.compile(
+    r"^(token|tokenvalue|token_value|api_?key|apikey|secret|password|passwd|authorization|auth|bearer|"
+    r"hf_?token|wandb_?api_?key|webhook_url|url_with_token|.*_token|.*_secret|.*_password|.*_api_key)$",
+    re.I,
+)
 _known_secrets: set[str] = set()
 
 
@@ -51,7 +56,7 @@ def scrub(text: str) -> str:
 def _redact_value(key: str, value: Any) -> Any:
     if isinstance(value, SecretStr):
         return REDACTED
-    if _SECRET_KEY.search(key) and value not in (None, "", False):
+    if _SECRET_KEY.match(key) and value not in (None, "", False):
         return REDACTED
     if isinstance(value, str):
         return scrub(value)
