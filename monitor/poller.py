@@ -79,7 +79,11 @@ class Poller:
     async def poll_due_runs(self) -> list[RunSnapshot]:
         """Poll every run that is due, concurrently (the client bounds the concurrency)."""
         now = self.clock.now()
-        due = self.watch.due(now)
+        # The job ticks every min_interval but fires a few ms late by a varying amount; without
+        # this slack a run due "now + interval" is often skipped on the next tick and polled at
+        # twice its interval, which also breaks enforcement's run of consecutive fresh readings.
+        slack = 0.5 * min(self.settings.poll.min_interval, self.settings.poll.interval)
+        due = self.watch.due(now + slack)
         for run_id in due:
             self.watch.next_due[run_id] = now + self.interval_for(run_id)
         results = await asyncio.gather(*(self.poll_run(run_id) for run_id in due))
