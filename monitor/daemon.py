@@ -104,8 +104,7 @@ class Daemon:
 
     async def poll_runs(self, *, all_runs: bool = False) -> None:
         if all_runs:
-            for run_id in self.poller.watch.active():
-                self.poller.watch.next_due[run_id] = 0.0
+            self.poller.watch.make_all_due()
         self.poller.watch.hot = self.enforcer.pending_runs() | {
             run_id for run_id in self.poller.watch.active() if self.pipeline.is_hot(run_id)
         }

@@ -7,6 +7,7 @@ and never handed on: only good readings reach the rules, the alerts and enforcem
 from __future__ import annotations
 
 import asyncio
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from fnmatch import fnmatchcase
 
@@ -33,7 +34,9 @@ class WatchList:
     # Discovered runs whose name or model the discovery selector rejects: read once, then ignored.
     ignored: set[str] = field(default_factory=set)
     finished: dict[str, float] = field(default_factory=dict)
-    next_due: dict[str, float] = field(default_factory=dict)
+    # When each run was last polled; it is due again one interval later (its interval may change
+    # in between: a run that turns hot is due at min_interval after its last poll).
+    last_polled: dict[str, float] = field(default_factory=dict)
     # Runs to poll at the fastest allowed interval (near a threshold, or a delete pending).
     hot: set[str] = field(default_factory=set)
 
@@ -41,8 +44,11 @@ class WatchList:
         ordered = list(dict.fromkeys([*self.configured, *sorted(self.discovered)]))
         return [r for r in ordered if r not in self.finished and r not in self.ignored]
 
-    def due(self, now: float) -> list[str]:
-        return [r for r in self.active() if self.next_due.get(r, 0.0) <= now]
+    def due(self, now: float, interval_for: Callable[[str], float]) -> list[str]:
+        return [r for r in self.active() if r not in self.last_polled or self.last_polled[r] + interval_for(r) <= now]
+
+    def make_all_due(self) -> None:
+        self.last_polled.clear()
 
 
 class Poller:
@@ -83,9 +89,9 @@ class Poller:
         # this slack a run due "now + interval" is often skipped on the next tick and polled at
         # twice its interval, which also breaks enforcement's run of consecutive fresh readings.
         slack = 0.5 * min(self.settings.poll.min_interval, self.settings.poll.interval)
-        due = self.watch.due(now + slack)
+        due = self.watch.due(now + slack, self.interval_for)
         for run_id in due:
-            self.watch.next_due[run_id] = now + self.interval_for(run_id)
+            self.watch.last_polled[run_id] = now
         results = await asyncio.gather(*(self.poll_run(run_id) for run_id in due))
         return [snap for snap in results if snap is not None]
 
