@@ -106,9 +106,9 @@ def render_view(daemon: Daemon, feed: FeedNotifier, *, metrics_url: str, sim_url
         style = "red" if ev is not None and ev.breached else ("yellow" if ev is not None and ev.tier else "")
         burn = runtime.burn_rates.get(run_id)
         runs.add_row(
-            snap.display_name,
-            (snap.base_model or "").split("/")[-1],
-            snap.status or "",
+            Text(snap.display_name),
+            Text((snap.base_model or "").split("/")[-1]),
+            Text(snap.status or ""),
             f"{snap.total_tokens:,}",
             f"${snap.total_cost_usd:,.2f}",
             f"${RUN_CAP_USD:,.2f}",

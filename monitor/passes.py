@@ -6,6 +6,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from rich.console import Console
+from rich.markup import escape
 from rich.table import Table
 
 from monitor.events import Evaluation
@@ -106,10 +107,10 @@ class PassResult:
             by_run.setdefault(ev.subject, []).append(ev)
         for run_id, snap in self.runs.items():
             table.add_row(
-                run_id,
-                snap.run_name or "",
-                snap.base_model or "",
-                snap.status or "",
+                escape(run_id),
+                escape(snap.run_name or ""),
+                escape(snap.base_model or ""),
+                escape(snap.status or ""),
                 f"{snap.training_tokens:,}",
                 f"{snap.inference_input_tokens:,}",
                 f"{snap.inference_output_tokens:,}",
@@ -125,16 +126,16 @@ class PassResult:
                     )
                 ),
                 f"{snap.total_cost_usd:,.2f}",
-                _budget_cell(by_run.get(run_id, [])),
+                escape(_budget_cell(by_run.get(run_id, []))),
             )
         for run_id, error in self.failures.items():
-            table.add_row(run_id, "", "", "[red]unreadable[/red]", *[""] * 8, error[:60])
+            table.add_row(escape(run_id), "", "", "[red]unreadable[/red]", *[""] * 8, escape(error[:60]))
         console.print(table)
         if self.wallet is not None:
-            walletline = f"wallet {self.wallet.wallet_id}: balance ${self.wallet.balance_usd:,.2f}"
+            walletline = f"wallet {escape(self.wallet.wallet_id)}: balance ${self.wallet.balance_usd:,.2f}"
             wallet_evals = by_run.get(self.wallet.wallet_id, [])
             if wallet_evals:
-                walletline += "  " + _budget_cell(wallet_evals)
+                walletline += "  " + escape(_budget_cell(wallet_evals))
             console.print(walletline)
         if self.unauthorized:
             console.print("[red]The API refused the key (401/403): check PRIME_API_KEY.[/red]")

@@ -14,6 +14,7 @@ from pathlib import Path
 from typing import Any
 
 from rich.console import Console
+from rich.markup import escape
 from rich.table import Table
 
 from monitor.config import ConfigError, Settings
@@ -77,7 +78,7 @@ def _status(store: StateStore, args: argparse.Namespace) -> int:
         _print_runs(console, store)
         _print_alerts(console, store)
         _print_protections(console, store, now=now)
-    console.print(render_actions(actions))
+    console.print(render_actions(actions), markup=False, highlight=False)
     return 0
 
 
@@ -96,9 +97,9 @@ def _print_runs(console: Console, store: StateStore) -> None:
         if finished is not None and finished.finished_at is not None:
             status += " (final)"
         table.add_row(
-            run_id,
-            snap.run_name or "",
-            snap.base_model or "",
+            escape(run_id),
+            escape(snap.run_name or ""),
+            escape(snap.base_model or ""),
             status,
             f"{snap.total_cost_usd:,.2f}",
             f"{snap.total_tokens:,}",
@@ -113,8 +114,8 @@ def _print_alerts(console: Console, store: StateStore) -> None:
         table.add_column(column)
     for alert in store.alerts(firing_only=True):
         table.add_row(
-            alert.subject,
-            alert.rule,
+            escape(alert.subject),
+            escape(alert.rule),
             str(alert.tier),
             alert.severity,
             _when(alert.opened_at),
@@ -130,7 +131,7 @@ def _print_protections(console: Console, store: StateStore, *, now: float) -> No
         table.add_column(column)
     for protection in store.protections(now=now):
         until = "until unprotected" if protection.until is None else _when(protection.until)
-        table.add_row(protection.run_id, until, protection.reason)
+        table.add_row(escape(protection.run_id), until, escape(protection.reason))
     console.print(table)
 
 

@@ -108,3 +108,18 @@ def test_version_and_help() -> None:
     help_text = cli("--help").stdout
     for command in ("run", "check", "validate", "status", "protect", "simulate", "demo"):
         assert command in help_text
+
+
+def test_check_table_shows_hostile_run_names_literally(simulator: SimulatorHandle, tmp_path: Path) -> None:
+    simulator.add_run(
+        id="run-hostile",
+        name='[red]evil[/red] "q" \\ ✨',
+        base_model="Qwen/Qwen3.5-4B",
+        rates={"training": 10, "inference_input": 10, "inference_output": 10},
+        queue_seconds=0,
+        started_ago=120,
+    )
+    config = config_file(tmp_path, simulator.base_url, 10_000, watch={"runs": ["run-hostile"], "discover": False})
+    result = cli("check", "--config", str(config), env=simulator.env())
+    assert result.returncode == 0, result.stderr
+    assert '[red]evil[/red] "q" \\ ✨' in result.stdout
