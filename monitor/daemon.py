@@ -94,6 +94,8 @@ class Daemon:
         self.scheduler: AsyncIOScheduler | None = None
         self.stopping = asyncio.Event()
         self._unauthorized_logged = False
+        # Job tasks running right now: SIGTERM lets them finish (bounded) before closing things.
+        self._in_flight: set[asyncio.Task[Any]] = set()
 
     # One pass -----------------------------------------------------------------------------
 
@@ -105,9 +107,7 @@ class Daemon:
     async def poll_runs(self, *, all_runs: bool = False) -> None:
         if all_runs:
             self.poller.watch.make_all_due()
-        self.poller.watch.hot = self.enforcer.pending_runs() | {
-            run_id for run_id in self.poller.watch.active() if self.pipeline.is_hot(run_id)
-        }
+        self.poller.watch.hot = self.enforcer.pending_runs() | self.pipeline.hot_runs()
         for snapshot in await self.poller.poll_due_runs():
             await self.pipeline.on_run_snapshot(snapshot)
 
@@ -133,6 +133,9 @@ class Daemon:
     ) -> Callable[[], Awaitable[None]]:
         async def run() -> None:
             self.runtime.heartbeat_at = self.clock.now()
+            task = asyncio.current_task()
+            if task is not None:
+                self._in_flight.add(task)
             try:
                 await asyncio.wait_for(job(), timeout=timeout)
             except UnauthorizedError as exc:
@@ -149,6 +152,9 @@ class Daemon:
                 log.exception("job_failed", job=name)
             else:
                 self._unauthorized_logged = False
+            finally:
+                if task is not None:
+                    self._in_flight.discard(task)
 
         return run
 
@@ -190,7 +196,8 @@ class Daemon:
 
     async def _housekeeping(self) -> None:
         self.runtime.heartbeat_at = self.clock.now()
-        self.poller.expire_finished()
+        for run_id in self.poller.expire_finished():
+            self.pipeline.forget(run_id)
 
     async def run_forever(self) -> None:
         if self.server is not None:
@@ -221,14 +228,18 @@ class Daemon:
     async def shutdown(self) -> None:
         """Stop scheduling, let in-flight jobs finish briefly, then close everything."""
         log.info("daemon_stopping")
+        # Pause first: shutdown() would cancel running jobs at once, cutting a DELETE or a Slack
+        # post off between the call and its record. Let them finish, bounded, then shut down.
         if self.scheduler is not None:
-            self.scheduler.shutdown(wait=False)
-        current = asyncio.current_task()
-        in_flight = [t for t in asyncio.all_tasks() if t is not current and not t.done() and _is_job(t)]
+            self.scheduler.pause()
+        in_flight = [t for t in self._in_flight if not t.done()]
         if in_flight:
+            log.info("daemon_draining", jobs=len(in_flight), timeout_seconds=DRAIN_SECONDS)
             _, pending = await asyncio.wait(in_flight, timeout=DRAIN_SECONDS)
             for task in pending:
                 task.cancel()
+        if self.scheduler is not None:
+            self.scheduler.shutdown(wait=False)
         with contextlib.suppress(Exception):
             await self.dispatcher.deliver_due()
         if self.server is not None:
@@ -258,10 +269,3 @@ class Daemon:
             self.scheduler.reschedule_job("poll_wallet", trigger="interval", seconds=new.poll.wallet_interval)
         log.info("config_reloaded", config_hash=self.runtime.config_hash, rules=len(new.rules))
         return True
-
-
-def _is_job(task: asyncio.Task[Any]) -> bool:
-    # APScheduler wraps coroutine jobs in tasks named after nothing in particular; ours are the
-    # only other tasks on the loop besides the server's, which stop with it.
-    coro = task.get_coro()
-    return getattr(coro, "__qualname__", "").endswith("_guarded.<locals>.run")

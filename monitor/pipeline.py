@@ -7,6 +7,7 @@ saved, so a crash between the two re-derives the same notification on restart an
 
 from __future__ import annotations
 
+from collections import deque
 from typing import Protocol
 
 import structlog
@@ -51,11 +52,12 @@ class Pipeline:
         self.dispatcher = dispatcher
         self.clock = clock
         self.enforcer = enforcer
+        self._recent: dict[str, deque[RunSnapshot]] = {}
 
     async def on_run_snapshot(self, snapshot: RunSnapshot) -> list[Evaluation]:
         now = self.clock.now()
         window = self.settings.poll.burn_window
-        history = self.store.run_history(snapshot.run_id, since=now - window - self.settings.poll.interval)
+        history = self._recent_history(snapshot, since=now - window - self.settings.poll.interval)
         burn = burn_rate_usd_per_hour(history, now=now, window=window)
         if burn is not None:
             self.runtime.burn_rates[snapshot.run_id] = burn
@@ -96,12 +98,30 @@ class Pipeline:
             self._advance(rule, evaluation, context)
         return evaluations
 
-    def is_hot(self, run_id: str) -> bool:
-        return any(
-            ev.utilisation is not None and ev.utilisation >= HOT_UTILISATION
+    def hot_runs(self) -> set[str]:
+        """Runs at or past HOT_UTILISATION of any rule: polled at the fastest allowed interval."""
+        return {
+            subject
             for (subject, _), ev in self.runtime.evaluations.items()
-            if subject == run_id
-        )
+            if ev.scope == "run" and ev.utilisation is not None and ev.utilisation >= HOT_UTILISATION
+        }
+
+    def forget(self, run_id: str) -> None:
+        self._recent.pop(run_id, None)
+
+    def _recent_history(self, snapshot: RunSnapshot, *, since: float) -> list[RunSnapshot]:
+        """The readings inside the burn window, kept in memory: the store is read once per run
+        (after a start), not on every poll, which profiling showed was a third of a poll pass."""
+        recent = self._recent.get(snapshot.run_id)
+        if recent is None:
+            # The poller has already saved this snapshot, so the store's history includes it.
+            recent = deque(self.store.run_history(snapshot.run_id, since=since))
+            self._recent[snapshot.run_id] = recent
+        elif not recent or recent[-1].taken_at < snapshot.taken_at:
+            recent.append(snapshot)
+        while recent and recent[0].taken_at < since:
+            recent.popleft()
+        return list(recent)
 
     def _run_context(self, snapshot: RunSnapshot, evaluation: Evaluation) -> AlertContext:
         return AlertContext(

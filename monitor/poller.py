@@ -24,6 +24,9 @@ from monitor.validation import usage_problem
 
 log = structlog.get_logger(__name__)
 
+# A run that reports a terminal status is read until two such readings agree, at most this often.
+MAX_TERMINAL_READS = 5
+
 
 @dataclass
 class WatchList:
@@ -37,6 +40,8 @@ class WatchList:
     # When each run was last polled; it is due again one interval later (its interval may change
     # in between: a run that turns hot is due at min_interval after its last poll).
     last_polled: dict[str, float] = field(default_factory=dict)
+    # Readings taken of each run since it showed a terminal status.
+    terminal_reads: dict[str, int] = field(default_factory=dict)
     # Runs to poll at the fastest allowed interval (near a threshold, or a delete pending).
     hot: set[str] = field(default_factory=set)
 
@@ -120,7 +125,8 @@ class Poller:
             return None
         taken_at = self.clock.now()
         snapshot = RunSnapshot.from_response(usage, taken_at=taken_at, team_id=self.settings.api.team_id)
-        problem = usage_problem(snapshot, requested_run_id=run_id, previous=self.runtime.runs.get(run_id))
+        previous = self.runtime.runs.get(run_id)
+        problem = usage_problem(snapshot, requested_run_id=run_id, previous=previous)
         if problem is not None:
             self.runtime.invalid_responses["usage"] += 1
             self._failed(health, problem)
@@ -136,13 +142,26 @@ class Poller:
         health.last_error = None
         health.consecutive_failures = 0
         self.runtime.last_poll_success_at = taken_at
-        if snapshot.terminal:
-            # This was the final read of a finished run: its totals are in; stop polling it.
+        if snapshot.terminal and self._final(snapshot, previous):
             health.finished_at = taken_at
             self.watch.finished[run_id] = taken_at
             self.store.mark_run_finished(run_id, finished_at=taken_at)
             log_.info("run_finished", status=snapshot.status, total_cost_usd=snapshot.total_cost_usd)
         return snapshot
+
+    def _final(self, snapshot: RunSnapshot, previous: RunSnapshot | None) -> bool:
+        """Usage lands with a lag, so the first reading that shows a terminal status may still miss
+        the last records. A finished run is read until two terminal readings agree (at most
+        MAX_TERMINAL_READS), and only then is it no longer polled."""
+        reads = self.watch.terminal_reads.get(snapshot.run_id, 0) + 1
+        self.watch.terminal_reads[snapshot.run_id] = reads
+        settled = (
+            previous is not None
+            and previous.terminal
+            and previous.record_count == snapshot.record_count
+            and previous.total_cost_usd == snapshot.total_cost_usd
+        )
+        return settled or reads >= MAX_TERMINAL_READS
 
     def _failed(self, health: RunHealth, error: str) -> None:
         health.consecutive_failures += 1

@@ -177,3 +177,18 @@ def test_health_and_readiness_over_http(sim: SimulatorHandle, daemon_factory: Da
     assert 'prime_run_tokens_total{run_id="run-slow",usage_type="training"}' in body
     assert SECRET_KEY not in body
     assert daemon.stop() == 0
+
+
+def test_sigterm_lets_a_job_in_flight_finish_then_exits_0(sim: SimulatorHandle, daemon_factory: DaemonFactory) -> None:
+    daemon = daemon_factory(sim, rules=[RUN_CAP])
+    daemon.start()
+    daemon.wait_for_log("daemon_started")
+    wait_for_usage_polls(sim, 2)
+    sim.add_fault(kind="latency", endpoint="usage", latency=2)
+    time.sleep(1.2)  # a poll is now waiting on the slow answer
+    started = time.monotonic()
+    assert daemon.stop(signal.SIGTERM, timeout=10) == 0
+    assert time.monotonic() - started < 10
+    drained = daemon.events("daemon_draining")
+    assert drained and drained[0]["jobs"] >= 1
+    assert "CancelledError" not in daemon.log_path.read_text()

@@ -82,11 +82,18 @@ async def test_wallet_rows_discover_runs_and_the_schedule_keeps_its_interval(
 async def test_a_finished_run_is_read_once_more_then_not_polled(sim: SimulatorHandle, tmp_path: Path) -> None:
     rig = Rig(sim, tmp_path, watch={"runs": ["run-qwen4b"], "discover": False})
     await rig.poller.poll_due_runs()
+    rig.advance(30)  # mid-way between two usage records (they land every 60 s)
     await rig.client.delete_run("run-qwen4b")
+    rig.advance(10)  # STOPPED at once, but the last usage has not landed yet: not final
+    early = await rig.poller.poll_due_runs()
+    assert early[0].status == "STOPPED"
+    assert rig.poller.watch.active() == ["run-qwen4b"]
     rig.advance(60)  # the final record lands
     final = await rig.poller.poll_due_runs()
-    assert final[0].status == "STOPPED"
     assert final[0].total_cost_usd == pytest.approx(sim.run_ledger("run-qwen4b")["accrued"]["total_cost_usd"])
+    assert rig.poller.watch.active() == ["run-qwen4b"]  # changed since the last read: read once more
+    rig.advance(10)
+    assert (await rig.poller.poll_due_runs())[0].total_cost_usd == final[0].total_cost_usd
     assert rig.poller.watch.active() == []
     rig.advance(60)
     before = sim.request_count("usage")
