@@ -12,7 +12,6 @@ import json
 import random
 from collections.abc import Mapping
 from dataclasses import dataclass
-from email.utils import parsedate_to_datetime
 from typing import Any, TypeVar
 from urllib.parse import quote
 
@@ -35,6 +34,7 @@ from monitor.errors import (
     ValidationFailedError,
 )
 from monitor.models import DeleteRunResponse, RunUsageResponse, WalletResponse
+from monitor.retry_after import parse_retry_after
 from monitor.runtime import RequestStats
 
 log = structlog.get_logger(__name__)
@@ -65,22 +65,6 @@ class _Retryable(Exception):
         super().__init__(str(error))
         self.error = error
         self.retry_after = retry_after
-
-
-def parse_retry_after(value: str | None, *, now: float) -> float | None:
-    """Seconds to wait from a Retry-After header: delta-seconds or an HTTP date; None if absent or unreadable."""
-    if not value:
-        return None
-    value = value.strip()
-    try:
-        return max(0.0, float(value))
-    except ValueError:
-        pass
-    try:
-        when = parsedate_to_datetime(value)
-    except (TypeError, ValueError, IndexError):
-        return None
-    return max(0.0, when.timestamp() - now)
 
 
 def _field_path(error: ValidationError) -> str:
@@ -276,13 +260,17 @@ class PrimeClient:
             message, params = _describe_422(response)
             raise ValidationFailedError(f"{endpoint}: rejected: {message}", endpoint=endpoint, params=params)
         if status == 429:
-            retry_after = parse_retry_after(response.headers.get("Retry-After"), now=self._clock.now())
+            retry_after = parse_retry_after(
+                response.headers.get("Retry-After"), now=self._clock.now(), date_header=response.headers.get("Date")
+            )
             raise _Retryable(
                 RateLimitedError(f"{endpoint}: rate limited (HTTP 429)", endpoint=endpoint, retry_after=retry_after),
                 retry_after=retry_after,
             )
         if status >= 500:
-            retry_after = parse_retry_after(response.headers.get("Retry-After"), now=self._clock.now())
+            retry_after = parse_retry_after(
+                response.headers.get("Retry-After"), now=self._clock.now(), date_header=response.headers.get("Date")
+            )
             raise _Retryable(
                 ServerError(f"{endpoint}: server error (HTTP {status})", endpoint=endpoint, status=status),
                 retry_after=retry_after,

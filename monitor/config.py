@@ -275,22 +275,29 @@ def format_validation_error(error: ValidationError, source: str, raw: Mapping[st
     return "\n".join(lines)
 
 
-def read_yaml(path: Path) -> dict[str, Any]:
-    try:
-        text = path.read_text(encoding="utf-8")
-    except OSError as exc:
-        raise ConfigError(f"{path}: cannot read the config file: {exc.strerror or exc}") from None
+def parse_yaml_mapping(text: str, *, source: str, error: type[ConfigError], sections_hint: str) -> dict[str, Any]:
+    """YAML text whose top level is a mapping; `error` names the source and the line at fault."""
     try:
         data = yaml.safe_load(text)
     except yaml.YAMLError as exc:
         mark = getattr(exc, "problem_mark", None)
         where = f" at line {mark.line + 1}, column {mark.column + 1}" if mark is not None else ""
-        raise ConfigError(f"{path}: not valid YAML{where}: {getattr(exc, 'problem', exc)}") from None
+        raise error(f"{source}: not valid YAML{where}: {getattr(exc, 'problem', exc)}") from None
     if data is None:
         return {}
     if not isinstance(data, dict):
-        raise ConfigError(f"{path}: the top level must be a mapping of sections (api, watch, rules, ...)")
+        raise error(f"{source}: the top level must be a mapping ({sections_hint})")
     return data
+
+
+def read_yaml(path: Path) -> dict[str, Any]:
+    try:
+        text = path.read_text(encoding="utf-8")
+    except OSError as exc:
+        raise ConfigError(f"{path}: cannot read the config file: {exc.strerror or exc}") from None
+    return parse_yaml_mapping(
+        text, source=str(path), error=ConfigError, sections_hint="sections api, watch, rules, ..."
+    )
 
 
 def load_settings(path: Path | str | None = None, *, overrides: Mapping[str, Any] | None = None) -> Settings:

@@ -14,26 +14,14 @@ from collections.abc import Sequence
 from itertools import pairwise
 
 from monitor.events import Evaluation
-from monitor.rules_config import RunRule, WalletRule
+from monitor.rules_config import RUN_MEASURED_TOTALS, RunRule, WalletRule
 from monitor.snapshots import RunSnapshot, WalletSnapshot
 
 _HOUR = 3600.0
 # Thresholds are products like 0.8 * 50; a value "at" a threshold must count as reaching it even when the
 # product carries float noise (0.1 * 3 = 0.30000000000000004). One part in 1e9 of a dollar cap is nothing.
 _REL_TOLERANCE = 1e-9
-_MEASURED_TOTALS = frozenset(
-    {
-        "total_cost_usd",
-        "training_cost_usd",
-        "inference_cost_usd",
-        "inference_input_cost_usd",
-        "inference_output_cost_usd",
-        "total_tokens",
-        "training_tokens",
-        "inference_input_tokens",
-        "inference_output_tokens",
-    }
-)
+_MEASURED_TOTALS = frozenset(RUN_MEASURED_TOTALS)
 
 
 def _finite(value: float | None) -> bool:

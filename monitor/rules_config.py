@@ -14,8 +14,8 @@ from pydantic import BaseModel, ConfigDict, Discriminator, Field, Tag, field_val
 
 from monitor.durations import Duration, parse_duration
 
-# Run metrics that breach when they rise above `threshold`.
-RUN_METRICS_ABOVE = (
+# Totals the API measures (RunSnapshot.metric reads them); the only metrics a delete may act on.
+RUN_MEASURED_TOTALS = (
     "total_cost_usd",
     "training_cost_usd",
     "inference_cost_usd",
@@ -25,9 +25,9 @@ RUN_METRICS_ABOVE = (
     "training_tokens",
     "inference_input_tokens",
     "inference_output_tokens",
-    "burn_rate_usd_per_hour",
-    "projected_cost_usd",
 )
+# Run metrics that breach when they rise above `threshold`.
+RUN_METRICS_ABOVE = (*RUN_MEASURED_TOTALS, "burn_rate_usd_per_hour", "projected_cost_usd")
 # Run metrics that breach when they fall below `below`.
 RUN_METRICS_BELOW = ("time_to_budget_seconds",)
 WALLET_METRICS_ABOVE = ("spend_usd",)

@@ -14,7 +14,7 @@ from typing import Any
 import pytest
 from pydantic import SecretStr
 
-from monitor.client import PrimeClient, RetryPolicy, parse_retry_after
+from monitor.client import PrimeClient, RetryPolicy
 from monitor.clock import ManualClock
 from monitor.config import ApiSettings
 from monitor.errors import (
@@ -26,6 +26,7 @@ from monitor.errors import (
     UnreachableError,
     ValidationFailedError,
 )
+from monitor.retry_after import parse_retry_after
 from tests.support.simulator import SimulatorHandle, running_simulator
 
 

@@ -6,9 +6,6 @@ message is retried in one place with one backoff policy, whatever channel it is 
 
 from __future__ import annotations
 
-import contextlib
-import email.utils
-import time
 from collections.abc import Iterable
 from typing import Literal, Protocol, runtime_checkable
 
@@ -57,30 +54,6 @@ def redact(text: str, secrets: Iterable[str | None]) -> str:
         if secret:
             text = text.replace(secret, "***")
     return text
-
-
-def parse_retry_after(value: str | None, *, date_header: str | None = None) -> float | None:
-    """Seconds to wait from a Retry-After header: delta-seconds or an HTTP date.
-
-    An HTTP date is measured against the response's own Date header when present, so the answer
-    does not depend on our clock agreeing with the server's.
-    """
-    if value is None:
-        return None
-    value = value.strip()
-    try:
-        return max(0.0, float(value))
-    except ValueError:
-        pass
-    try:
-        until = email.utils.parsedate_to_datetime(value).timestamp()
-    except (TypeError, ValueError, IndexError):
-        return None
-    reference = time.time()
-    if date_header:
-        with contextlib.suppress(TypeError, ValueError, IndexError):
-            reference = email.utils.parsedate_to_datetime(date_header).timestamp()
-    return max(0.0, until - reference)
 
 
 def http_status_error(status: int, *, retry_after: float | None, body: str, receiver: str) -> NotifyError:

@@ -6,6 +6,7 @@ once as a NotifyError and the outbox decides when to try again, so there is one 
 
 from __future__ import annotations
 
+import time
 from typing import Any
 
 import aiohttp
@@ -16,8 +17,9 @@ from slack_sdk.webhook.async_client import AsyncWebhookClient
 
 from monitor.config import SlackSettings
 from monitor.events import Notification
-from monitor.notify.base import NotifyError, http_status_error, parse_retry_after, redact
+from monitor.notify.base import NotifyError, http_status_error, redact
 from monitor.notify.blocks import fallback_text, slack_blocks
+from monitor.retry_after import parse_retry_after
 
 log = structlog.get_logger(__name__)
 
@@ -67,9 +69,9 @@ def map_slack_error(error: SlackApiError) -> NotifyError:
     status, code, retry_after, date = _response_parts(error)
     what = f"slack chat.postMessage failed: HTTP {status}, error {code or 'unknown'}"
     if status == 429 or code == "ratelimited":
-        return NotifyError(what, retry_after=parse_retry_after(retry_after, date_header=date))
+        return NotifyError(what, retry_after=parse_retry_after(retry_after, now=time.time(), date_header=date))
     if status is not None and status >= 500:
-        return NotifyError(what, retry_after=parse_retry_after(retry_after, date_header=date))
+        return NotifyError(what, retry_after=parse_retry_after(retry_after, now=time.time(), date_header=date))
     if code in PERMANENT_ERRORS:
         return NotifyError(what, permanent=True)
     if status is not None and status != 200:
@@ -191,7 +193,7 @@ class SlackWebhookNotifier:
         if 200 <= response.status_code < 300:
             return None
         headers = response.headers or {}
-        retry_after = parse_retry_after(headers.get("Retry-After"), date_header=headers.get("Date"))
+        retry_after = parse_retry_after(headers.get("Retry-After"), now=time.time(), date_header=headers.get("Date"))
         raise http_status_error(
             response.status_code,
             retry_after=retry_after,

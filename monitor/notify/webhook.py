@@ -8,13 +8,15 @@ Receivers can use `dedup_key` to drop the rare repeat after a crash between send
 
 from __future__ import annotations
 
+import time
 from typing import Any
 
 import httpx
 
 from monitor.config import WebhookSettings
 from monitor.events import Notification
-from monitor.notify.base import NotifyError, http_status_error, parse_retry_after, redact
+from monitor.notify.base import NotifyError, http_status_error, redact
+from monitor.retry_after import parse_retry_after
 
 
 def webhook_document(notification: Notification) -> dict[str, Any]:
@@ -67,7 +69,8 @@ class WebhookNotifier:
             raise NotifyError(message) from None
         if response.is_success:
             return None
-        retry_after = parse_retry_after(response.headers.get("Retry-After"), date_header=response.headers.get("Date"))
+        headers = response.headers
+        retry_after = parse_retry_after(headers.get("Retry-After"), now=time.time(), date_header=headers.get("Date"))
         raise http_status_error(
             response.status_code,
             retry_after=retry_after,

@@ -12,10 +12,9 @@ from importlib import resources
 from pathlib import Path
 from typing import Any
 
-import yaml
 from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationError, model_validator
 
-from monitor.config import ConfigError
+from monitor.config import ConfigError, parse_yaml_mapping
 from monitor.durations import Duration
 from monitor.sim.faults import FaultSpec
 from monitor.sim.pricing import ModelPrice, known_models, lookup_price
@@ -235,17 +234,9 @@ def scenario_from_dict(data: Mapping[str, Any], *, source: str = "scenario") -> 
 
 
 def _read_yaml_text(text: str, source: str) -> dict[str, Any]:
-    try:
-        data = yaml.safe_load(text)
-    except yaml.YAMLError as exc:
-        mark = getattr(exc, "problem_mark", None)
-        where = f" at line {mark.line + 1}, column {mark.column + 1}" if mark is not None else ""
-        raise ScenarioError(f"{source}: not valid YAML{where}: {getattr(exc, 'problem', exc)}") from None
-    if data is None:
-        return {}
-    if not isinstance(data, dict):
-        raise ScenarioError(f"{source}: the top level must be a mapping (api_keys, wallets, runs, faults, ...)")
-    return data
+    return parse_yaml_mapping(
+        text, source=source, error=ScenarioError, sections_hint="api_keys, wallets, runs, faults, ..."
+    )
 
 
 def default_scenario_text() -> str:
