@@ -143,7 +143,11 @@ async def _demo(*, metrics_port: int, duration: float | None, live: bool, out: T
     with tempfile.TemporaryDirectory(prefix="prime-cost-monitor-demo-") as tmp:
         log_path = Path(tmp) / "daemon.log"
         log_file = log_path.open("a", encoding="utf-8")
-        configure_logging(fmt="console", level="info", stream=log_file if live else sys.stderr)
+        # The live view owns the screen, so logs go to a file; plain mode shows warnings only.
+        if live:
+            configure_logging(fmt="console", level="info", stream=log_file)
+        else:
+            configure_logging(fmt="console", level="warning", stream=sys.stderr)
         sim = SimulatorServer(str(scenario))
         sim_url = await sim.start()
         feed = FeedNotifier()
