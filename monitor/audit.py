@@ -9,12 +9,11 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from datetime import UTC, datetime
-from fnmatch import fnmatchcase
 from typing import Any
 
 from monitor.alerts import format_metric_value, safe_text
 from monitor.durations import format_duration
-from monitor.events import ActionRecord, Protection
+from monitor.events import ActionRecord
 
 _REASON_WIDTH = 90
 _READING_SOURCES = ("poll", "reread")
@@ -130,59 +129,3 @@ def describe_evidence(entry: dict[str, Any]) -> str:
             f"{safe_text(entry.get('error', ''), limit=200)}; retry at {_short_time(float(entry['retry_at']))} UTC"
         )
     return safe_text(entry, limit=200)
-
-
-def render_action_detail(record: ActionRecord) -> str:
-    """Everything one record says, for `status --actions` on a single run or for incident notes."""
-    lines = [
-        f"#{record.id} {_short_time(record.created_at)} UTC  {record.decision}"
-        f" ({'dry run' if record.dry_run else 'live'})  run {safe_text(record.run_id)}  rule {safe_text(record.rule)}",
-        f"  reason: {safe_text(record.reason, limit=500)}",
-        f"  config: {record.config_hash}" + ("" if record.intent_id is None else f"  completes: #{record.intent_id}"),
-    ]
-    lines += [f"  - {describe_evidence(entry)}" for entry in record.evidence]
-    return "\n".join(lines)
-
-
-def protections_as_json(*, static: Sequence[str], runtime: Sequence[Protection], now: float) -> list[dict[str, Any]]:
-    """Both kinds of protection: `enforce.protect` entries (ids or name globs) and runtime ones."""
-    out: list[dict[str, Any]] = [
-        {"kind": "config", "match": pattern, "glob": any(ch in pattern for ch in "*?["), "until": None, "reason": ""}
-        for pattern in static
-    ]
-    for protection in runtime:
-        out.append(
-            {
-                "kind": "runtime",
-                "match": protection.run_id,
-                "glob": False,
-                "created_at": _iso(protection.created_at),
-                "until": _iso(protection.until),
-                "remaining_seconds": None if protection.until is None else max(protection.until - now, 0.0),
-                "reason": protection.reason,
-            }
-        )
-    return out
-
-
-def render_protections(*, static: Sequence[str], runtime: Sequence[Protection], now: float) -> str:
-    """`status`: what enforcement will never delete, and until when."""
-    title = "Protected from deletion"
-    if not static and not runtime:
-        return f"{title}\nNothing is protected (enforce.protect is empty; no `prime-cost-monitor protect`)."
-    rows = [(safe_text(pattern), "config (enforce.protect)", "always", "") for pattern in static]
-    for protection in runtime:
-        until = (
-            "until unprotected"
-            if protection.until is None
-            else f"{_short_time(protection.until)} UTC (in {format_duration(max(protection.until - now, 0.0))})"
-        )
-        rows.append((safe_text(protection.run_id), "runtime (protect)", until, safe_text(protection.reason)))
-    return f"{title}\n{_table(('run / glob', 'source', 'until', 'reason'), rows)}"
-
-
-def is_protected(*, run_id: str, run_name: str | None, static: Sequence[str], runtime: Sequence[Protection]) -> bool:
-    """The same matching enforcement uses (ids and name globs, runtime by id), for status views."""
-    if any(fnmatchcase(run_id, p) or (run_name is not None and fnmatchcase(run_name, p)) for p in static):
-        return True
-    return any(protection.run_id == run_id for protection in runtime)

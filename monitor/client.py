@@ -116,7 +116,6 @@ class PrimeClient:
         self.team_id = team_id
         self.retry = retry or RetryPolicy()
         self.stats = stats if stats is not None else RequestStats()
-        self._api_key = api_key
         self._clock = clock
         self._rng = rng or random.Random()
         self._semaphore = asyncio.Semaphore(max_concurrency)
