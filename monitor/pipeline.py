@@ -15,7 +15,7 @@ import structlog
 from monitor.alerts import AlertContext, advance_alert
 from monitor.clock import Clock
 from monitor.config import Settings
-from monitor.events import Evaluation
+from monitor.events import AlertState, Evaluation
 from monitor.notify.outbox import OutboxDispatcher
 from monitor.rules import burn_rate_usd_per_hour, evaluate_run, evaluate_wallet, runway_seconds, wallet_spend_usd
 from monitor.rules_config import RunRule, WalletRule
@@ -53,6 +53,9 @@ class Pipeline:
         self.clock = clock
         self.enforcer = enforcer
         self._recent: dict[str, deque[RunSnapshot]] = {}
+        # Alert state per (subject, rule), written through to the store. The pipeline is its only
+        # writer, so the store is read once per key (after a start), not on every poll.
+        self._alerts: dict[tuple[str, str], AlertState | None] = {}
 
     async def on_run_snapshot(self, snapshot: RunSnapshot) -> list[Evaluation]:
         now = self.clock.now()
@@ -108,6 +111,8 @@ class Pipeline:
 
     def forget(self, run_id: str) -> None:
         self._recent.pop(run_id, None)
+        for key in [k for k in self._alerts if k[0] == run_id]:
+            del self._alerts[key]
 
     def _recent_history(self, snapshot: RunSnapshot, *, since: float) -> list[RunSnapshot]:
         """The readings inside the burn window, kept in memory: the store is read once per run
@@ -134,7 +139,10 @@ class Pipeline:
         )
 
     def _advance(self, rule: RunRule | WalletRule, evaluation: Evaluation, context: AlertContext) -> None:
-        previous = self.store.get_alert(evaluation.subject, rule.name)
+        key = (evaluation.subject, rule.name)
+        if key not in self._alerts:
+            self._alerts[key] = self.store.get_alert(*key)
+        previous = self._alerts[key]
         state, notifications = advance_alert(previous, evaluation, rule=rule, context=context, now=self.clock.now())
         for notification in notifications:
             if self.dispatcher is not None and self.dispatcher.channels:
@@ -152,3 +160,4 @@ class Pipeline:
                 log.info("alert_not_sent_no_channel", kind=notification.kind, title=notification.title)
         if previous is None or state != previous:
             self.store.save_alert(state)
+            self._alerts[key] = state
