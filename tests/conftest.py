@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import os
 from collections.abc import Iterator
 
 import pytest
@@ -14,6 +15,15 @@ pytest_plugins = [
     "tests.support.daemon",
     "tests.support.prometheus",
 ]
+
+
+@pytest.fixture(autouse=True)
+def _no_env_config(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Env beats config files, so a developer's own PRIME_* or Slack variables must not reach a test
+    (nor a daemon or CLI process a test starts with this environment)."""
+    for name in list(os.environ):
+        if name.startswith("PRIME_") or name == "SLACK_BOT_TOKEN":
+            monkeypatch.delenv(name)
 
 
 @pytest.fixture(autouse=True)

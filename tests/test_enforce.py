@@ -28,13 +28,6 @@ from tests.test_enforce_support import (
 RUN = "run-big"
 
 
-@pytest.fixture(autouse=True)
-def _no_env_config(monkeypatch: pytest.MonkeyPatch) -> None:
-    # Env beats the settings given in code: a developer's PRIME_API_KEY must not leak into these tests.
-    for name in ("PRIME_API_KEY", "PRIME_API_BASE_URL", "PRIME_TEAM_ID"):
-        monkeypatch.delenv(name, raising=False)
-
-
 @pytest.fixture
 def sim() -> Iterator[SimulatorHandle]:
     with running_simulator(scenario(RUN, "run-b", "run-c"), manual_clock=True) as handle:

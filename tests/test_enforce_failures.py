@@ -19,12 +19,6 @@ from tests.test_enforce_support import GRACE_SECONDS, Bench, SimulatedCrash, mak
 RUN = "run-big"
 
 
-@pytest.fixture(autouse=True)
-def _no_env_config(monkeypatch: pytest.MonkeyPatch) -> None:
-    for name in ("PRIME_API_KEY", "PRIME_API_BASE_URL", "PRIME_TEAM_ID"):
-        monkeypatch.delenv(name, raising=False)
-
-
 @pytest.fixture
 def sim() -> Iterator[SimulatorHandle]:
     with running_simulator(scenario(RUN, "run-b"), manual_clock=True) as handle:
