@@ -44,6 +44,8 @@ class ApiSettings(_Section):
     timeout: Duration = 10.0
     max_concurrency: int = Field(default=16, ge=1, le=256)
     max_retries: int = Field(default=4, ge=0, le=20)
+    # A response body larger than this is refused (InvalidResponseError), never read into memory whole.
+    max_response_bytes: int = Field(default=8 * 1024 * 1024, ge=1024, le=1024**3)
     # Where a person opens a run; used in alert links.
     dashboard_url: str = "https://app.primeintellect.ai/dashboard/training/{run_id}"
 
@@ -69,8 +71,9 @@ class WatchSettings(_Section):
     runs: list[str] = Field(default_factory=list)
     discover: bool = True
     select: DiscoverySelector = Field(default_factory=DiscoverySelector)
-    # How many wallet billing rows to read each pass when discovering runs (paged by 100).
-    wallet_rows: int = Field(default=100, ge=1, le=10_000)
+    # Discovery pages the wallet's billing rows (100 a page) until it reaches rows it has already seen;
+    # this bounds one read (the first one, or after a long gap). Rows past it are counted as unread.
+    wallet_rows: int = Field(default=1000, ge=1, le=100_000)
     # How long a finished run's series stay in /metrics after its final read.
     retention: Duration = 86400.0
 
@@ -83,6 +86,8 @@ class PollSettings(_Section):
     min_interval: Duration = 5.0
     # Window for burn rates (USD/hour) computed from the snapshot history.
     burn_window: Duration = 900.0
+    # A run that answers 404 is polled less and less often, doubling from interval up to this.
+    not_found_backoff_max: Duration = 3600.0
 
     @model_validator(mode="after")
     def _bounds(self) -> PollSettings:
@@ -161,6 +166,22 @@ class StateSettings(_Section):
     history_per_run: int = Field(default=2000, ge=10, le=1_000_000)
 
 
+class HealthSettings(_Section):
+    """When the monitor says it cannot see, and when it asks to be restarted."""
+
+    # /readyz fails when no pass could see (key accepted, API reachable) within this many poll
+    # intervals (wallet_interval for the wallet).
+    stale_intervals: int = Field(default=3, ge=1, le=1000)
+    # How long the monitor must be blind (key refused, API unreachable, data stale, store or
+    # notifications failing) before the "monitor is blind" notification; a blip sends nothing.
+    blind_after: Duration = 120.0
+    # /healthz fails (so an orchestrator restarts the daemon) when the scheduler stalls or every job
+    # has failed for this long.
+    unhealthy_after: Duration = 600.0
+    # A run that fails this many polls in a row, while other reads succeed, gets one "cannot read" alert.
+    run_alert_after: int = Field(default=2, ge=1, le=1000)
+
+
 class LogSettings(_Section):
     format: Literal["json", "console"] = "json"
     level: Literal["debug", "info", "warning", "error"] = "info"
@@ -209,6 +230,7 @@ class Settings(BaseSettings):
     enforce: EnforceSettings = Field(default_factory=EnforceSettings)
     server: ServerSettings = Field(default_factory=ServerSettings)
     state: StateSettings = Field(default_factory=StateSettings)
+    health: HealthSettings = Field(default_factory=HealthSettings)
     log: LogSettings = Field(default_factory=LogSettings)
 
     @model_validator(mode="after")

@@ -72,6 +72,12 @@ NotificationKind = Literal[
     "delete_failed",
     "delete_cap_reached",
     "enforcement_stopped",
+    # The monitor about itself: it cannot see (key refused, API unreachable, data stale, store or
+    # notifications failing), then it can again; and one run it cannot read, then can.
+    "monitor_blind",
+    "monitor_restored",
+    "run_unreadable",
+    "run_readable",
 ]
 
 
