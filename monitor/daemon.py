@@ -1,8 +1,9 @@
-"""The daemon: APScheduler 3.x jobs on the running asyncio loop, wired to poller, pipeline,
-outbox, enforcement, metrics server and the state store.
+"""The daemon: APScheduler 3.x jobs on the running asyncio loop, over the components monitor.wiring
+builds, plus the metrics and health server.
 
 Each job survives an exception in one pass (logged, counted, next tick tries again), runs at most
-one instance at a time and is bounded by a timeout, so a slow API never wedges the schedule.
+one instance at a time and is bounded by a timeout, so a slow API never wedges the schedule. Runs
+are read each in its own task (monitor.poller), so one slow or failing run holds up nothing else.
 """
 
 from __future__ import annotations
@@ -19,18 +20,15 @@ from apscheduler.schedulers.asyncio import AsyncIOScheduler
 from monitor.client import PrimeClient
 from monitor.clock import SYSTEM_CLOCK, Clock
 from monitor.config import ConfigError, Settings, load_settings
-from monitor.enforce import Enforcer
-from monitor.errors import UnauthorizedError
+from monitor.health import MonitorHealth
+from monitor.logs import configure_logging, register_secrets, secrets_of
 from monitor.metrics import build_registry
 from monitor.notify import build_notifiers
 from monitor.notify.base import Notifier
-from monitor.notify.outbox import OutboxDispatcher
 from monitor.passes import PassResult
-from monitor.pipeline import Pipeline
-from monitor.poller import Poller
-from monitor.runtime import RuntimeState
 from monitor.server import MonitorHttpServer
-from monitor.store import StateStore
+from monitor.store_schema import StoreError
+from monitor.wiring import Components, build
 
 log = structlog.get_logger(__name__)
 
@@ -40,6 +38,8 @@ HEARTBEAT_INTERVAL = 5.0
 # pending costs a dict walk.
 ENFORCE_INTERVAL = 0.25
 DRAIN_SECONDS = 8.0
+# Sections a reload cannot apply to a running daemon: the state file and the listening socket.
+RESTART_SECTIONS = ("state", "server")
 
 
 class Daemon:
@@ -51,82 +51,87 @@ class Daemon:
         clock: Clock = SYSTEM_CLOCK,
         notifiers: list[Notifier] | None = None,
         serve_http: bool = True,
+        exclusive: bool = True,
     ) -> None:
-        self.settings = settings
         self.config_path = config_path
         self.clock = clock
-        self.runtime = RuntimeState(started_at=clock.now(), config_loaded=True, config_hash=settings.config_hash())
-        self.store = StateStore(settings.state.path, history_per_run=settings.state.history_per_run)
-        self.client = PrimeClient.from_settings(settings.api, clock=clock, stats=self.runtime.requests)
-        self.dispatcher = OutboxDispatcher(
-            store=self.store,
-            notifiers=notifiers if notifiers is not None else build_notifiers(settings.notify),
+        self._fixed_notifiers = notifiers is not None
+        self.parts: Components = build(settings, clock=clock, notifiers=notifiers, exclusive=exclusive)
+        self.health = MonitorHealth(
+            settings=lambda: self.parts.settings,
+            runtime=self.parts.runtime,
             clock=clock,
-            retry_base=settings.notify.retry_base,
-            retry_max=settings.notify.retry_max,
-            runtime=self.runtime,
-        )
-        self.poller = Poller(settings=settings, client=self.client, store=self.store, runtime=self.runtime, clock=clock)
-        self.enforcer = Enforcer(
-            settings=settings,
-            client=self.client,
-            store=self.store,
-            runtime=self.runtime,
-            dispatcher=self.dispatcher,
-            clock=clock,
-        )
-        self.pipeline = Pipeline(
-            settings=settings,
-            store=self.store,
-            runtime=self.runtime,
-            dispatcher=self.dispatcher,
-            clock=clock,
-            enforcer=self.enforcer,
+            active_runs=self.parts.poller.watch.active,
+            heartbeat_max_age=max(60.0, 4 * HEARTBEAT_INTERVAL),
         )
         self.server: MonitorHttpServer | None = None
         if serve_http and settings.server.enabled:
             self.server = MonitorHttpServer(
-                runtime=self.runtime,
-                registry=build_registry(self.runtime, clock=clock),
+                registry=build_registry(self.parts.runtime, clock=clock, ready=lambda: not self.health.readiness()[0]),
+                health=self.health,
                 host=settings.server.host,
                 port=settings.server.port,
-                clock=clock,
-                heartbeat_max_age=max(60.0, 4 * HEARTBEAT_INTERVAL),
             )
         self.scheduler: AsyncIOScheduler | None = None
         self.stopping = asyncio.Event()
-        self._unauthorized_logged = False
         # Job tasks running right now: SIGTERM lets them finish (bounded) before closing things.
         self._in_flight: set[asyncio.Task[Any]] = set()
+        self._reloading: asyncio.Task[bool] | None = None
+
+    # The components, by name, for the demo, `check` and tests.
+    @property
+    def settings(self) -> Settings:
+        return self.parts.settings
+
+    @property
+    def runtime(self) -> Any:
+        return self.parts.runtime
+
+    @property
+    def store(self) -> Any:
+        return self.parts.store
+
+    @property
+    def poller(self) -> Any:
+        return self.parts.poller
+
+    @property
+    def enforcer(self) -> Any:
+        return self.parts.enforcer
+
+    @property
+    def dispatcher(self) -> Any:
+        return self.parts.dispatcher
 
     # One pass -----------------------------------------------------------------------------
 
     async def poll_wallet(self) -> None:
-        wallet = await self.poller.poll_wallet()
+        wallet = await self.parts.poller.poll_wallet()
         if wallet is not None:
-            await self.pipeline.on_wallet_snapshot(wallet)
+            await self.parts.pipeline.on_wallet_snapshot(wallet)
 
-    async def poll_runs(self, *, all_runs: bool = False) -> None:
-        if all_runs:
-            self.poller.watch.make_all_due()
-        self.poller.watch.hot = self.enforcer.pending_runs() | self.pipeline.hot_runs()
-        for snapshot in await self.poller.poll_due_runs():
-            await self.pipeline.on_run_snapshot(snapshot)
+    def _mark_hot(self) -> None:
+        self.parts.poller.watch.hot = self.parts.enforcer.pending_runs() | self.parts.pipeline.hot_runs()
+
+    async def poll_runs(self) -> None:
+        """The tick: start reading every due run, each in its own task; returns at once."""
+        self._mark_hot()
+        self.parts.poller.start_due_runs()
 
     async def run_once(self) -> PassResult:
         """One full pass (`run --once`, `check`): wallet and discovery, every run, rules, outbox, enforcement."""
-        self.poller.restore()
-        await self.enforcer.reconcile()
-        unauthorized = False
-        try:
-            await self.poll_wallet()
-            await self.poll_runs(all_runs=True)
-        except UnauthorizedError as exc:
-            unauthorized = True
-            log.error("api_unauthorized", error=str(exc))
-        await self.enforcer.tick()
-        await self.dispatcher.deliver_due()
-        return PassResult.from_runtime(self.runtime, watched=self.poller.watch.active(), unauthorized=unauthorized)
+        parts = self.parts
+        parts.poller.restore()
+        await parts.enforcer.reconcile()
+        await self.poll_wallet()
+        parts.poller.watch.make_all_due()
+        self._mark_hot()
+        await parts.poller.poll_due_runs()
+        await parts.enforcer.tick()
+        await parts.dispatcher.deliver_due()
+        return PassResult.from_runtime(
+            parts.runtime, watched=parts.poller.watch.active(), settings=parts.settings, now_mono=self.clock.monotonic()
+        )
 
     # The long-running daemon --------------------------------------------------------------
 
@@ -134,91 +139,87 @@ class Daemon:
         self, name: str, job: Callable[[], Awaitable[Any]], *, timeout: float
     ) -> Callable[[], Awaitable[None]]:
         async def run() -> None:
-            self.runtime.heartbeat_at = self.clock.now()
+            runtime = self.parts.runtime
+            runtime.beat(at=self.clock.now(), mono=self.clock.monotonic())
             task = asyncio.current_task()
             if task is not None:
                 self._in_flight.add(task)
+            ok = False
             try:
                 await asyncio.wait_for(job(), timeout=timeout)
-            except UnauthorizedError as exc:
-                # Loud once per episode: nothing works until the key is fixed (SIGHUP reloads it).
-                if not self._unauthorized_logged:
-                    log.critical("api_unauthorized", job=name, error=str(exc))
-                    self._unauthorized_logged = True
-                return
+                ok = True
             except TimeoutError:
                 log.error("job_timed_out", job=name, timeout_seconds=timeout)
             except asyncio.CancelledError:
                 raise
+            except StoreError as exc:
+                runtime.store_failed(str(exc), at=self.clock.now(), mono=self.clock.monotonic())
+                log.error("job_failed", job=name, error=str(exc), error_type="StoreError")
             except Exception:
                 log.exception("job_failed", job=name)
-            else:
-                self._unauthorized_logged = False
             finally:
+                runtime.job_finished(name, ok=ok, mono=self.clock.monotonic())
                 if task is not None:
                     self._in_flight.discard(task)
 
         return run
 
+    def _api_budget(self) -> float:
+        api = self.parts.settings.api
+        return api.timeout * (api.max_retries + 1) + 60.0
+
     def _schedule(self) -> AsyncIOScheduler:
-        poll = self.settings.poll
-        api_budget = self.settings.api.timeout * (self.settings.api.max_retries + 1) + 60.0
+        poll = self.parts.settings.poll
         scheduler = AsyncIOScheduler(
             job_defaults={"coalesce": True, "max_instances": 1, "misfire_grace_time": 30},
         )
         tick = min(poll.min_interval, poll.interval)
-        scheduler.add_job(
-            self._guarded("poll_runs", self.poll_runs, timeout=api_budget), "interval", seconds=tick, id="poll_runs"
-        )
-        scheduler.add_job(
-            self._guarded("poll_wallet", self.poll_wallet, timeout=api_budget),
-            "interval",
-            seconds=poll.wallet_interval,
-            id="poll_wallet",
-        )
-        scheduler.add_job(
-            self._guarded("deliver_outbox", self.dispatcher.deliver_due, timeout=120.0),
-            "interval",
-            seconds=OUTBOX_INTERVAL,
-            id="deliver_outbox",
-        )
-        scheduler.add_job(
-            self._guarded("enforce", self.enforcer.tick, timeout=api_budget),
-            "interval",
-            seconds=ENFORCE_INTERVAL,
-            id="enforce",
-        )
-        scheduler.add_job(
-            self._guarded("housekeeping", self._housekeeping, timeout=30.0),
-            "interval",
-            seconds=HEARTBEAT_INTERVAL,
-            id="housekeeping",
-        )
+        jobs: list[tuple[str, Callable[[], Awaitable[Any]], float, float]] = [
+            ("poll_runs", self.poll_runs, tick, 30.0),
+            ("poll_wallet", self.poll_wallet, poll.wallet_interval, self._api_budget()),
+            ("deliver_outbox", self.parts.dispatcher.deliver_due, OUTBOX_INTERVAL, 120.0),
+            ("enforce", self.parts.enforcer.tick, ENFORCE_INTERVAL, self._api_budget()),
+            ("housekeeping", self._housekeeping, HEARTBEAT_INTERVAL, 30.0),
+        ]
+        for name, job, seconds, timeout in jobs:
+            scheduler.add_job(self._guarded(name, job, timeout=timeout), "interval", seconds=seconds, id=name)
         return scheduler
 
     async def _housekeeping(self) -> None:
-        self.runtime.heartbeat_at = self.clock.now()
-        for run_id in self.poller.expire_finished():
-            self.pipeline.forget(run_id)
+        parts = self.parts
+        for run_id in parts.poller.expire_finished():
+            parts.retire(run_id)
+        try:
+            parts.store.probe()
+        except StoreError as exc:
+            if parts.runtime.store_failing_since is None:
+                log.error("state_store_failing", error=str(exc))
+            parts.runtime.store_failed(str(exc), at=self.clock.now(), mono=self.clock.monotonic())
+        else:
+            if parts.runtime.store_failing_since is not None:
+                log.warning("state_store_works_again", failed_since=parts.runtime.store_failing_since)
+            parts.runtime.store_works()
+        await parts.selfwatch.check()
 
     async def run_forever(self) -> None:
+        parts = self.parts
         if self.server is not None:
             await self.server.start()
             log.info("http_listening", url=self.server.url)
-        self.poller.restore()
-        await self.enforcer.reconcile()
-        self.runtime.heartbeat_at = self.clock.now()
+        parts.poller.restore()
+        await parts.enforcer.reconcile()
+        parts.runtime.beat(at=self.clock.now(), mono=self.clock.monotonic())
         log.info(
             "daemon_started",
-            base_url=self.settings.api.base_url,
-            runs=len(self.poller.watch.active()),
-            rules=len(self.settings.rules),
-            dry_run=self.settings.enforce.dry_run,
-            config_hash=self.runtime.config_hash,
+            base_url=parts.settings.api.base_url,
+            runs=len(parts.poller.watch.active()),
+            rules=len(parts.settings.rules),
+            dry_run=parts.settings.enforce.dry_run,
+            config_hash=parts.runtime.config_hash,
         )
         # The first pass runs at once rather than one interval after start.
-        await self._guarded("poll_wallet", self.poll_wallet, timeout=120.0)()
-        await self._guarded("poll_runs", self.poll_runs, timeout=120.0)()
+        await self._guarded("poll_wallet", self.poll_wallet, timeout=self._api_budget())()
+        await self._guarded("poll_runs", self.poll_runs, timeout=30.0)()
         self.scheduler = self._schedule()
         self.scheduler.start()
         await self.stopping.wait()
@@ -228,13 +229,13 @@ class Daemon:
         self.stopping.set()
 
     async def shutdown(self) -> None:
-        """Stop scheduling, let in-flight jobs finish briefly, then close everything."""
+        """Stop scheduling, let in-flight jobs and run reads finish briefly, then close everything."""
         log.info("daemon_stopping")
         # Pause first: shutdown() would cancel running jobs at once, cutting a DELETE or a Slack
         # post off between the call and its record. Let them finish, bounded, then shut down.
         if self.scheduler is not None:
             self.scheduler.pause()
-        in_flight = [t for t in self._in_flight if not t.done()]
+        in_flight = [t for t in [*self._in_flight, *self.parts.poller.in_flight()] if not t.done()]
         if in_flight:
             log.info("daemon_draining", jobs=len(in_flight), timeout_seconds=DRAIN_SECONDS)
             _, pending = await asyncio.wait(in_flight, timeout=DRAIN_SECONDS)
@@ -243,31 +244,66 @@ class Daemon:
         if self.scheduler is not None:
             self.scheduler.shutdown(wait=False)
         with contextlib.suppress(Exception):
-            await self.dispatcher.deliver_due()
+            await self.parts.dispatcher.deliver_due()
         if self.server is not None:
             await self.server.stop()
-        await self.dispatcher.aclose()
-        await self.client.aclose()
-        self.store.close()
+        await self.parts.aclose()
         log.info("daemon_stopped")
 
-    def reload(self) -> bool:
-        """SIGHUP: re-read the config file; an invalid one is refused and the old one kept."""
+    # Reload ---------------------------------------------------------------------------------
+
+    def reload(self) -> None:
+        """SIGHUP: re-read the config file in a task (the handler must not block the loop)."""
+        if self._reloading is not None and not self._reloading.done():
+            log.warning("reload_skipped", reason="a reload is already running")
+            return
+        self._reloading = asyncio.get_running_loop().create_task(self.apply_reload())
+
+    async def apply_reload(self) -> bool:
+        """Every section that changed reaches every component that uses it: a new API key or URL builds
+        a new client, a new Slack token or channel new notifiers. `state` and `server` need a restart
+        (said so, old values kept). A file that cannot be read is rejected whole, the old config kept."""
         if self.config_path is None:
             log.warning("reload_skipped", reason="no config file")
             return False
         try:
             new = load_settings(self.config_path)
         except ConfigError as exc:
-            log.error("reload_rejected", error=str(exc))
+            log.error("reload_rejected", error=str(exc), config=str(self.config_path))
             return False
-        for part in (self, self.poller, self.pipeline, self.enforcer):
-            part.settings = new
-        self.poller.watch.configured = list(new.watch.runs)
-        self.runtime.config_hash = new.config_hash()
+        except Exception as exc:  # load_settings promises ConfigError; never let a reload kill the daemon
+            log.error("reload_rejected", error=f"{type(exc).__name__}: {exc}"[:2000], config=str(self.config_path))
+            return False
+        parts, old = self.parts, self.parts.settings
+        changed = [name for name in type(old).model_fields if getattr(new, name) != getattr(old, name)]
+        kept = [name for name in RESTART_SECTIONS if name in changed]
+        if kept:
+            log.warning(
+                "reload_needs_restart", sections=kept, hint="these sections keep their old values until a restart"
+            )
+            new = new.model_copy(update={name: getattr(old, name) for name in kept})
+        register_secrets(secrets_of(new))
+        if "api" in changed:
+            old_client = parts.client
+            parts.use_client(PrimeClient.from_settings(new.api, clock=self.clock, stats=parts.runtime.requests))
+            # Reads in flight finish on the old client; it closes once they are done.
+            asyncio.get_running_loop().call_later(
+                self._api_budget(), lambda: asyncio.ensure_future(old_client.aclose())
+            )
+        if "notify" in changed and not self._fixed_notifiers:
+            await parts.dispatcher.replace_notifiers(build_notifiers(new.notify))
+        parts.dispatcher.set_retry(retry_base=new.notify.retry_base, retry_max=new.notify.retry_max)
+        if "log" in changed:
+            configure_logging(fmt=new.log.format, level=new.log.level)
+        parts.apply(new)
         if self.scheduler is not None:
             tick = min(new.poll.min_interval, new.poll.interval)
             self.scheduler.reschedule_job("poll_runs", trigger="interval", seconds=tick)
             self.scheduler.reschedule_job("poll_wallet", trigger="interval", seconds=new.poll.wallet_interval)
-        log.info("config_reloaded", config_hash=self.runtime.config_hash, rules=len(new.rules))
+        log.info(
+            "config_reloaded",
+            config_hash=parts.runtime.config_hash,
+            rules=len(new.rules),
+            sections_changed=[name for name in changed if name not in kept],
+        )
         return True

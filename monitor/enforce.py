@@ -65,17 +65,17 @@ _RETRYABLE = (ServerError, UnreachableError, RateLimitedError)
 class Enforcer(EnforcerBase):
     """See the module doc: observe readings, tick countdowns, reconcile at start; one executor."""
 
-    async def observe(self, evaluation: Evaluation, snapshot: RunSnapshot) -> None:
-        """A good reading evaluated against a delete rule: count it, start or cancel a countdown."""
+    async def observe(self, evaluation: Evaluation, snapshot: RunSnapshot, *, corrected: bool = False) -> None:
+        """A good reading evaluated against a delete rule: count it, start or cancel a countdown.
+        `corrected`: the reading is a billing correction the reading model confirmed."""
         if evaluation.scope != "run" or self._delete_rule(evaluation.rule) is None:
             return
         async with self._lock:
-            await self._observe(evaluation, snapshot)
+            await self._observe(evaluation, snapshot, corrected=corrected)
 
     async def tick(self) -> None:
         """Every second: act on countdowns that are due, cancel the ones that got protected."""
         async with self._lock:
-            now = self.clock.now()
             for track in list(self._tracks.values()):
                 health = self.runtime.health.get(track.run_id)
                 if track.confirmations and health is not None and health.last_poll_failed:
@@ -84,7 +84,7 @@ class Enforcer(EnforcerBase):
                     )
                     track.confirmations.clear()
                 if track.pending is not None:
-                    await self._execute(track, due=track.pending.deadline <= now)
+                    await self._execute(track, due=track.pending.deadline_mono <= self.clock.monotonic())
                 elif track.run_id not in self.runtime.runs and not track.confirmations:
                     # The poller dropped the run (finished and past retention): nothing left to count.
                     del self._tracks[(track.run_id, track.rule)]
@@ -101,15 +101,17 @@ class Enforcer(EnforcerBase):
 
     # -- counting readings -------------------------------------------------------------------------
 
-    async def _observe(self, evaluation: Evaluation, snapshot: RunSnapshot) -> None:
+    async def _observe(self, evaluation: Evaluation, snapshot: RunSnapshot, *, corrected: bool) -> None:
         track = self._track(snapshot.run_id, evaluation.rule)
-        if track.last_taken_at is not None and snapshot.taken_at <= track.last_taken_at:
+        if self._seen_before(track, snapshot):
             log.debug(
                 "enforce_reading_already_counted", run_id=track.run_id, rule=track.rule, taken_at=snapshot.taken_at
             )
             return
         went_back = track.last_record_count is not None and snapshot.record_count < track.last_record_count
+        previous_mono = track.last_confirmed_mono
         track.last_taken_at = snapshot.taken_at
+        track.last_taken_mono = snapshot.taken_mono
         track.last_record_count = snapshot.record_count
         track.run_name = snapshot.run_name or track.run_name
         reading = reading_evidence(snapshot, metric=evaluation.metric, value=evaluation.value, limit=evaluation.limit)
@@ -121,28 +123,43 @@ class Enforcer(EnforcerBase):
         if snapshot.terminal or not evaluation.breached:
             track.confirmations.clear()
             if pending is not None and pending.intent_id is None:
-                reason = (
-                    f"the run is {snapshot.status}: it finished or was stopped outside the monitor"
-                    if snapshot.terminal
-                    else "the run is back under the limit"
-                )
+                if snapshot.terminal:
+                    reason = f"the run is {snapshot.status}: it finished or was stopped outside the monitor"
+                elif corrected:
+                    reason = "a billing correction brought the run back under the limit"
+                else:
+                    reason = "the run is back under the limit"
                 await self._conclude(track, "cancelled", reason=reason, extra=[reading])
             return
         stale_after = self._stale_after()
-        if went_back or (track.confirmations and snapshot.taken_at - track.confirmations[-1]["taken_at"] > stale_after):
+        if track.confirmations and snapshot.taken_mono is not None and previous_mono is not None:
+            gap = snapshot.taken_mono - previous_mono
+        elif track.confirmations:
+            gap = snapshot.taken_at - float(track.confirmations[-1]["taken_at"])
+        else:
+            gap = 0.0
+        if went_back or gap > stale_after:
             # Not consecutive (a gap in the readings) or not the same series (the usage record count fell).
             log.info("enforce_confirmations_reset", run_id=track.run_id, rule=track.rule, record_count_fell=went_back)
             track.confirmations.clear()
             if went_back:
                 return
         track.confirmations.append(reading)
+        track.last_confirmed_mono = snapshot.taken_mono
         del track.confirmations[: -self._settings.enforce.confirm_polls]
         enough = len(track.confirmations) >= self._settings.enforce.confirm_polls
         if pending is None and not (enough and self._start_episode(track)):
             return
         assert track.pending is not None
-        if track.pending.deadline <= self.clock.now():
+        if track.pending.deadline_mono <= self.clock.monotonic():
             await self._execute(track, due=True)
+
+    @staticmethod
+    def _seen_before(track: Track, snapshot: RunSnapshot) -> bool:
+        """The same reading handed over again (or an older one): it counts once."""
+        if track.last_taken_mono is not None and snapshot.taken_mono is not None:
+            return snapshot.taken_mono <= track.last_taken_mono
+        return track.last_taken_at is not None and snapshot.taken_at <= track.last_taken_at
 
     def _start_episode(self, track: Track) -> bool:
         now = self.clock.now()
@@ -171,6 +188,7 @@ class Enforcer(EnforcerBase):
         track.pending = PendingDelete(
             episode=episode,
             deadline=schedule.deadline,
+            deadline_mono=self.clock.monotonic() + enforce.grace_period,
             grace_period=schedule.grace_period,
             dry_run=enforce.dry_run,
             run_name=track.run_name,
@@ -244,7 +262,8 @@ class Enforcer(EnforcerBase):
             problem = freshness_problem(
                 health,
                 track.confirmations,
-                now=now,
+                now_mono=self.clock.monotonic(),
+                last_confirmed_mono=track.last_confirmed_mono,
                 stale_after=self._stale_after(),
                 confirm_polls=enforce.confirm_polls,
             )
@@ -264,6 +283,11 @@ class Enforcer(EnforcerBase):
             return
         if reread.outcome == "gone":
             await self._conclude(track, "already_gone", reason="the usage endpoint answers 404: the run is gone")
+            return
+        if not deciding and reread.snapshot is not None and reread.snapshot.terminal:
+            # A DELETE may already have landed (sent before a restart, or an attempt whose answer was
+            # lost): a run that is no longer running gets no second DELETE.
+            await self._landed_before(track, reread.snapshot, extra=extra)
             return
         if deciding:
             if reread.snapshot is None:
@@ -318,6 +342,20 @@ class Enforcer(EnforcerBase):
             else:
                 await self._delete_failed(track, error="DELETE answered deleted: false", retryable=True, extra=extra)
 
+    async def _landed_before(self, track: Track, snapshot: RunSnapshot, *, extra: list[dict[str, Any]]) -> None:
+        pending = track.pending
+        assert pending is not None
+        when = "before the restart" if pending.restarted else "by an earlier attempt whose answer was lost"
+        if snapshot.status == "STOPPED":
+            reason = (
+                f"the re-read shows the run STOPPED: the DELETE sent {when} took effect (or someone stopped it);"
+                " no second DELETE"
+            )
+            await self._conclude(track, "reconciled" if pending.restarted else "deleted", reason=reason, extra=extra)
+        else:
+            reason = f"the re-read shows the run {snapshot.status}: it ended on its own; no DELETE sent again"
+            await self._conclude(track, "already_gone", reason=reason, extra=extra)
+
     async def _deleted(self, track: Track, *, extra: list[dict[str, Any]], note: str) -> None:
         assert track.pending is not None
         if track.pending.restarted:
@@ -330,7 +368,8 @@ class Enforcer(EnforcerBase):
         pending = track.pending
         assert pending is not None and pending.intent_id is not None
         if retryable and pending.attempt < MAX_DELETE_ATTEMPTS:
-            retry_at = self.clock.now() + retry_delay(pending.attempt)
+            delay = retry_delay(pending.attempt)
+            retry_at = self.clock.now() + delay
             # Recorded without intent_id: the intent stays open, so a restart retries it too.
             self._record(
                 track,
@@ -351,6 +390,7 @@ class Enforcer(EnforcerBase):
                 dry_run=False,
             )
             pending.deadline = retry_at
+            pending.deadline_mono = self.clock.monotonic() + delay
             return
         self._gave_up.add((track.run_id, track.rule))
         tries = f"after {pending.attempt} attempts" if retryable else "and cannot be retried"

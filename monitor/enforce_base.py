@@ -7,6 +7,7 @@ The decisions themselves (when to start a countdown, the one executor) are in mo
 from __future__ import annotations
 
 import asyncio
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from typing import Any, Literal, Protocol
 
@@ -18,14 +19,13 @@ from monitor.config import Settings
 from monitor.enforce_messages import DeleteContext, pending_notice
 from monitor.enforce_safety import RECENT_ACTIONS, deletes_in_last_hour, protection_reason
 from monitor.enforce_state import PendingDelete, Schedule, Track, reading_evidence, readings_of
-from monitor.errors import ApiError, InvalidResponseError, NotFoundError, UnauthorizedError
 from monitor.events import ActionDecision, ActionRecord, Notification
+from monitor.reader import RunRead
 from monitor.rules import evaluate_run
 from monitor.rules_config import RunRule
 from monitor.runtime import RuntimeState
 from monitor.snapshots import RunSnapshot
 from monitor.store import StateStore
-from monitor.validation import usage_problem
 
 log = structlog.get_logger("monitor.enforce")
 
@@ -34,6 +34,10 @@ class NotificationPublisher(Protocol):
     """The outbox (monitor.notify.outbox.OutboxDispatcher): False when the dedup key was already published."""
 
     def publish(self, notification: Notification) -> bool: ...
+
+
+# Reads a run for a decision, judged against its last accepted reading (monitor.poller.Poller.reread).
+RunReader = Callable[[str], Awaitable[RunRead]]
 
 
 @dataclass(frozen=True, slots=True)
@@ -55,8 +59,10 @@ class EnforcerBase:
         runtime: RuntimeState,
         dispatcher: NotificationPublisher | None,
         clock: Clock,
+        reader: RunReader,
     ) -> None:
         self._settings = settings
+        self._reader = reader
         self._config_hash = settings.config_hash()
         self.client = client
         self.store = store
@@ -121,9 +127,12 @@ class EnforcerBase:
         readings = readings_of(record.evidence)
         track = self._track(record.run_id, record.rule)
         track.run_name = schedule.run_name
+        # The wall clock is all a restart has; the wait left is never more than the grace period.
+        left = min(max(schedule.deadline - now, 0.0), schedule.grace_period)
         track.pending = PendingDelete(
             episode=record.id,
             deadline=schedule.deadline,
+            deadline_mono=self.clock.monotonic() + left,
             grace_period=schedule.grace_period,
             dry_run=record.dry_run,
             run_name=schedule.run_name,
@@ -160,6 +169,7 @@ class EnforcerBase:
         track.pending = PendingDelete(
             episode=record.intent_id if record.intent_id is not None else record.id,
             deadline=now,
+            deadline_mono=self.clock.monotonic(),
             grace_period=schedule.grace_period,
             dry_run=record.dry_run,
             run_name=schedule.run_name,
@@ -202,22 +212,14 @@ class EnforcerBase:
         return None if protected is None else f"the run is protected: {protected}"
 
     async def _reread(self, run_id: str) -> _Reread:
-        try:
-            usage = await self.client.get_run_usage(run_id)
-        except UnauthorizedError as exc:
-            return _Reread(outcome="unauthorized", error=str(exc))
-        except NotFoundError:
+        read = await self._reader(run_id)
+        if read.kind == "unauthorized":
+            return _Reread(outcome="unauthorized", error=read.error)
+        if read.kind == "not_found":
             return _Reread(outcome="gone")
-        except ApiError as exc:
-            if isinstance(exc, InvalidResponseError):
-                self.runtime.invalid_responses["usage"] += 1
-            return _Reread(outcome="failed", error=str(exc))
-        snapshot = RunSnapshot.from_response(usage, taken_at=self.clock.now(), team_id=self._settings.api.team_id)
-        problem = usage_problem(snapshot, requested_run_id=run_id, previous=self.runtime.runs.get(run_id))
-        if problem is not None:
-            self.runtime.invalid_responses["usage"] += 1
-            return _Reread(outcome="failed", error=problem)
-        return _Reread(snapshot=snapshot)
+        if not read.ok:
+            return _Reread(outcome="failed", error=f"{read.kind}: {read.error}")
+        return _Reread(snapshot=read.snapshot)
 
     def _reread_evidence(self, rule: RunRule, snapshot: RunSnapshot) -> dict[str, Any]:
         value = snapshot.metric(rule.metric)

@@ -60,20 +60,22 @@ def freshness_problem(
     health: RunHealth | None,
     confirmations: list[dict[str, Any]],
     *,
-    now: float,
+    now_mono: float,
+    last_confirmed_mono: float | None,
     stale_after: float,
     confirm_polls: int,
 ) -> str | None:
     """Why the readings behind a delete cannot be trusted right now, or None.
 
     A delete needs: a successful latest poll, taken within `stale_after` (twice the poll interval), and
-    `confirm_polls` consecutive fresh readings over the limit ending with that latest reading.
+    `confirm_polls` consecutive fresh readings over the limit ending with that latest reading. Ages
+    are measured on the monotonic clock, so a jump of the host clock cannot make old data look fresh.
     """
-    if health is None or health.last_success_at is None:
-        return "no successful reading of the run yet"
+    if health is None or health.last_success_at is None or health.last_success_mono is None:
+        return "no successful reading of the run in this process yet"
     if health.last_poll_failed:
         return f"the last poll failed ({health.last_error or 'unknown error'})"
-    age = now - health.last_success_at
+    age = now_mono - health.last_success_mono
     if age > stale_after:
         return (
             f"the last successful reading is {format_duration(age)} old "
@@ -81,7 +83,7 @@ def freshness_problem(
         )
     if len(confirmations) < confirm_polls:
         return f"{len(confirmations)} of {confirm_polls} consecutive fresh readings over the limit"
-    if float(confirmations[-1]["taken_at"]) < health.last_success_at:
+    if last_confirmed_mono is None or last_confirmed_mono < health.last_success_mono:
         return "the newest reading has not been evaluated against the rule"
     return None
 

@@ -82,7 +82,10 @@ class PendingDelete:
 
     # The episode's delete_pending record: notification keys derive from its id.
     episode: int
+    # Wall time, as announced and stored; what decides is `deadline_mono`, on the monotonic clock, so
+    # a host clock that jumps forward cannot cut the grace period short (nor one that jumps back stretch it).
     deadline: float
+    deadline_mono: float
     grace_period: float
     dry_run: bool
     run_name: str | None
@@ -108,7 +111,11 @@ class Track:
     run_id: str
     rule: str
     # The newest reading seen, counted or not: a reading at or before it is the same one seen again.
+    # Compared on the monotonic clock when both readings were taken in this process.
     last_taken_at: float | None = None
+    last_taken_mono: float | None = None
+    # Monotonic time of the newest confirmation (gaps between confirmations are measured on it).
+    last_confirmed_mono: float | None = None
     last_record_count: int | None = None
     run_name: str | None = None
     # Consecutive fresh readings over the limit, oldest first (at most confirm_polls are kept).

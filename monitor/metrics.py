@@ -23,7 +23,7 @@ from __future__ import annotations
 
 import math
 import unicodedata
-from collections.abc import Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 
 from prometheus_client import CollectorRegistry, ProcessCollector
 from prometheus_client.metrics_core import (
@@ -112,7 +112,9 @@ class MonitorCollector(Collector):
         runtime = self._runtime
         cost = CounterMetricFamily(
             "prime_run_cost_usd",
-            "Cost of a run so far in USD, by usage type, as the API reports it.",
+            "Cost of a run so far in USD, by usage type. training is the API's figure; the inference_input /"
+            " inference_output split is an estimate (the API bills inference as one figure), derived per usage"
+            " increment at the prices of the moment.",
             labels=["run_id", "usage_type"],
         )
         tokens = CounterMetricFamily(
@@ -279,11 +281,6 @@ class MonitorCollector(Collector):
             "When the scheduler last ran a job (epoch s); 0 before the first.",
             value=runtime.heartbeat_at or 0.0,
         )
-        yield GaugeMetricFamily(
-            "prime_monitor_ready",
-            "1 once the config is loaded and a poll has succeeded, else 0.",
-            value=1.0 if runtime.ready else 0.0,
-        )
         build = GaugeMetricFamily("prime_monitor_build_info", "The monitor's version. Always 1.", labels=["version"])
         build.add_metric([__version__], 1.0)
         yield build
@@ -314,12 +311,20 @@ class MonitorCollector(Collector):
 
 
 def build_registry(
-    runtime: RuntimeState, *, clock: Clock = SYSTEM_CLOCK, include_process: bool = True
+    runtime: RuntimeState,
+    *,
+    clock: Clock = SYSTEM_CLOCK,
+    include_process: bool = True,
+    ready: Callable[[], bool] | None = None,
 ) -> CollectorRegistry:
-    """A fresh registry (never the global one) with the monitor's collector and, by default, the
-    process collector (`process_*`: memory, CPU, fds; Linux only, silent elsewhere)."""
+    """A fresh registry (never the global one) with the monitor's collectors and, by default, the
+    process collector (`process_*`: memory, CPU, fds; Linux only, silent elsewhere). `ready` answers
+    whether /readyz says ready (prime_monitor_ready); without it the gauge falls back to the runtime."""
+    from monitor.metrics_self import SelfCollector
+
     registry = CollectorRegistry()
     registry.register(MonitorCollector(runtime, clock=clock))
+    registry.register(SelfCollector(runtime, ready=ready or (lambda: runtime.ready)))
     if include_process:
         ProcessCollector(registry=registry)
     return registry

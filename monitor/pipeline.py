@@ -17,6 +17,7 @@ from monitor.clock import Clock
 from monitor.config import Settings
 from monitor.events import AlertState, Evaluation
 from monitor.notify.outbox import OutboxDispatcher
+from monitor.readings import Verdict
 from monitor.rules import burn_rate_usd_per_hour, evaluate_run, evaluate_wallet, runway_seconds, wallet_spend_usd
 from monitor.rules_config import RunRule, WalletRule
 from monitor.runtime import RuntimeState
@@ -32,7 +33,7 @@ HOT_UTILISATION = 0.8
 class BreachObserver(Protocol):
     """Enforcement: told about every evaluation of a rule whose action is delete."""
 
-    async def observe(self, evaluation: Evaluation, snapshot: RunSnapshot) -> None: ...
+    async def observe(self, evaluation: Evaluation, snapshot: RunSnapshot, *, corrected: bool = False) -> None: ...
 
 
 class Pipeline:
@@ -57,7 +58,14 @@ class Pipeline:
         # writer, so the store is read once per key (after a start), not on every poll.
         self._alerts: dict[tuple[str, str], AlertState | None] = {}
 
-    async def on_run_snapshot(self, snapshot: RunSnapshot) -> list[Evaluation]:
+    async def on_reading(self, snapshot: RunSnapshot, verdict: Verdict) -> None:
+        """An accepted reading from the poller. After a confirmed billing correction the readings
+        before it no longer add up with the new totals: the burn window starts again from here."""
+        if verdict.corrected:
+            self._recent[snapshot.run_id] = deque([snapshot])
+        await self.on_run_snapshot(snapshot, corrected=verdict.corrected)
+
+    async def on_run_snapshot(self, snapshot: RunSnapshot, *, corrected: bool = False) -> list[Evaluation]:
         now = self.clock.now()
         window = self.settings.poll.burn_window
         history = self._recent_history(snapshot, since=now - window - self.settings.poll.interval)
@@ -75,7 +83,7 @@ class Pipeline:
             self.runtime.evaluations[(snapshot.run_id, rule.name)] = evaluation
             self._advance(rule, evaluation, self._run_context(snapshot, evaluation))
             if rule.action == "delete" and self.enforcer is not None:
-                await self.enforcer.observe(evaluation, snapshot)
+                await self.enforcer.observe(evaluation, snapshot, corrected=corrected)
         return evaluations
 
     async def on_wallet_snapshot(self, wallet: WalletSnapshot) -> list[Evaluation]:

@@ -1,14 +1,14 @@
-"""Reads the API: one run's usage, the wallet, and the set of runs to watch.
+"""Reads the API: each run's usage, the wallet, and the set of runs to watch.
 
-A reading that fails (transport, HTTP, schema or sanity) is logged, counted in the run's health
-and never handed on: only good readings reach the rules, the alerts and enforcement.
+Every run is read and processed on its own: a failure of any kind while reading, judging or
+evaluating one run (an API error, bad data, a bug) marks that run's health and nothing else, and the
+other runs of the pass go on. A reading reaches the rules only when the reading model accepted it.
 """
 
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Callable
-from dataclasses import dataclass, field
+from collections.abc import Awaitable, Callable
 from fnmatch import fnmatchcase
 
 import structlog
@@ -16,44 +16,21 @@ import structlog
 from monitor.client import PrimeClient
 from monitor.clock import Clock
 from monitor.config import Settings
-from monitor.errors import ApiError, InvalidResponseError, NotFoundError, UnauthorizedError
-from monitor.runtime import RunHealth, RuntimeState
+from monitor.discovery import Discovery
+from monitor.reader import RunRead, fetch_run
+from monitor.readings import ReadingModel, Verdict
+from monitor.runtime import RuntimeState
 from monitor.snapshots import RunSnapshot, WalletSnapshot
 from monitor.store import StateStore
-from monitor.validation import usage_problem
+from monitor.store_schema import StoreError
+from monitor.watchlist import WatchList
 
 log = structlog.get_logger(__name__)
 
 # A run that reports a terminal status is read until two such readings agree, at most this often.
 MAX_TERMINAL_READS = 5
 
-
-@dataclass
-class WatchList:
-    """Which runs to poll and when each is next due."""
-
-    configured: list[str] = field(default_factory=list)
-    discovered: set[str] = field(default_factory=set)
-    # Discovered runs whose name or model the discovery selector rejects: read once, then ignored.
-    ignored: set[str] = field(default_factory=set)
-    finished: dict[str, float] = field(default_factory=dict)
-    # When each run was last polled; it is due again one interval later (its interval may change
-    # in between: a run that turns hot is due at min_interval after its last poll).
-    last_polled: dict[str, float] = field(default_factory=dict)
-    # Readings taken of each run since it showed a terminal status.
-    terminal_reads: dict[str, int] = field(default_factory=dict)
-    # Runs to poll at the fastest allowed interval (near a threshold, or a delete pending).
-    hot: set[str] = field(default_factory=set)
-
-    def active(self) -> list[str]:
-        ordered = list(dict.fromkeys([*self.configured, *sorted(self.discovered)]))
-        return [r for r in ordered if r not in self.finished and r not in self.ignored]
-
-    def due(self, now: float, interval_for: Callable[[str], float]) -> list[str]:
-        return [r for r in self.active() if r not in self.last_polled or self.last_polled[r] + interval_for(r) <= now]
-
-    def make_all_due(self) -> None:
-        self.last_polled.clear()
+ReadingHandler = Callable[[RunSnapshot, Verdict], Awaitable[None]]
 
 
 class Poller:
@@ -66,6 +43,11 @@ class Poller:
         self.runtime = runtime
         self.clock = clock
         self.watch = WatchList(configured=list(settings.watch.runs))
+        self.readings = ReadingModel()
+        self.discovery = Discovery(settings=settings, store=store, runtime=runtime, clock=clock, watch=self.watch)
+        # Called with every accepted reading, inside the run's own guard (the pipeline's evaluation).
+        self.on_reading: ReadingHandler | None = None
+        self._in_flight: dict[str, asyncio.Task[RunSnapshot | None]] = {}
 
     def restore(self) -> None:
         """After a restart: the runs already known, their last readings, and which ones finished."""
@@ -85,69 +67,149 @@ class Poller:
 
     def interval_for(self, run_id: str) -> float:
         poll = self.settings.poll
+        health = self.runtime.health.get(run_id)
+        if health is not None and health.last_kind == "not_found" and health.consecutive_failures > 1:
+            # A run that keeps answering 404 (a typo, another team's id, deleted long ago) backs off.
+            return min(poll.not_found_backoff_max, poll.interval * 2.0 ** (health.consecutive_failures - 1))
         return poll.min_interval if (poll.adaptive and run_id in self.watch.hot) else poll.interval
 
-    async def poll_due_runs(self) -> list[RunSnapshot]:
-        """Poll every run that is due, concurrently (the client bounds the concurrency)."""
-        now = self.clock.now()
+    # -- the pass --------------------------------------------------------------------------------
+
+    def start_due_runs(self) -> list[str]:
+        """Start reading every run that is due and not already being read; returns their ids. Each run
+        is read in its own task, so a slow or failing run never holds up the others."""
+        now = self.clock.monotonic()
         # The job ticks every min_interval but fires a few ms late by a varying amount; without
         # this slack a run due "now + interval" is often skipped on the next tick and polled at
         # twice its interval, which also breaks enforcement's run of consecutive fresh readings.
         slack = 0.5 * min(self.settings.poll.min_interval, self.settings.poll.interval)
-        due = self.watch.due(now + slack, self.interval_for)
+        due = [r for r in self.watch.due(now + slack, self.interval_for) if r not in self._in_flight]
         for run_id in due:
             self.watch.last_polled[run_id] = now
-        results = await asyncio.gather(*(self.poll_run(run_id) for run_id in due))
-        return [snap for snap in results if snap is not None]
+            task = asyncio.create_task(self._read_guarded(run_id), name=f"poll:{run_id}")
+            self._in_flight[run_id] = task
+            task.add_done_callback(self._read_done)
+        return due
+
+    def _read_done(self, task: asyncio.Task[RunSnapshot | None]) -> None:
+        run_id = task.get_name().removeprefix("poll:")
+        if self._in_flight.get(run_id) is task:
+            del self._in_flight[run_id]
+
+    async def poll_due_runs(self) -> list[RunSnapshot]:
+        """Read every due run and wait for them all (a one-off pass: `check`, `run --once`, tests);
+        returns the readings accepted."""
+        self.start_due_runs()
+        results = await asyncio.gather(*list(self._in_flight.values()))
+        return [snapshot for snapshot in results if snapshot is not None]
+
+    def in_flight(self) -> list[asyncio.Task[RunSnapshot | None]]:
+        return [task for task in self._in_flight.values() if not task.done()]
+
+    def _run_budget(self) -> float:
+        """How long one run's read (retries included) and evaluation may take before it counts as failed."""
+        api = self.settings.api
+        return api.timeout * (api.max_retries + 1) + 30.0 * api.max_retries + 30.0
+
+    async def _read_guarded(self, run_id: str) -> RunSnapshot | None:
+        try:
+            return await asyncio.wait_for(self.poll_run(run_id), timeout=self._run_budget())
+        except asyncio.CancelledError:
+            raise
+        except Exception as exc:
+            # Whatever went wrong is this run's alone: recorded on it, the pass goes on.
+            kind, error = "internal_error", f"{type(exc).__name__}: {exc}"
+            if isinstance(exc, TimeoutError):
+                kind, error = "timeout", f"reading and evaluating the run took over {self._run_budget():.0f}s"
+            if isinstance(exc, StoreError):
+                self.runtime.store_failed(str(exc), at=self.clock.now(), mono=self.clock.monotonic())
+            self.runtime.run_read_failed(
+                run_id, kind=kind, error=error, at=self.clock.now(), mono=self.clock.monotonic()
+            )
+            if kind == "internal_error":
+                log.exception("run_processing_failed", run_id=run_id, kind=kind)
+            else:
+                log.error("run_processing_failed", run_id=run_id, kind=kind, error=error)
+            return None
+
+    # -- one run -------------------------------------------------------------------------------
 
     async def poll_run(self, run_id: str) -> RunSnapshot | None:
-        health = self.runtime.health.setdefault(run_id, RunHealth())
-        started = self.clock.now()
-        health.last_attempt_at = started
+        """Read one run, judge the reading, keep it if accepted and hand it on; None when nothing usable came."""
+        health = self.runtime.health.get(run_id)
+        if health is not None:
+            health.last_attempt_at = self.clock.now()
+        read = await fetch_run(self.client, run_id, clock=self.clock, team_id=self.settings.api.team_id)
         log_ = log.bind(run_id=run_id)
-        try:
-            usage = await self.client.get_run_usage(run_id)
-        except UnauthorizedError:
-            self._failed(health, "unauthorized")
-            raise
-        except NotFoundError:
-            self._failed(health, "not found (HTTP 404)")
-            log_.warning("run_not_found")
+        if not read.ok:
+            self._failed(run_id, kind=read.kind, error=read.error)
             return None
-        except InvalidResponseError as exc:
-            self.runtime.invalid_responses["usage"] += 1
-            self._failed(health, str(exc))
-            log_.error("invalid_usage_response", field=exc.field, error=str(exc))
+        assert read.snapshot is not None
+        verdict = self.readings.judge(read.snapshot, requested_run_id=run_id, baseline=self.runtime.runs.get(run_id))
+        if verdict.dropped_transient:
+            self.runtime.reading_rejected("usage", "decrease_not_confirmed")
+            log_.warning("usage_decrease_dropped", reason="the next reading is back at the earlier level")
+        if verdict.outcome != "accepted":
+            if verdict.outcome == "rejected":
+                self.runtime.reading_rejected("usage", verdict.code)
+                if verdict.code == "invalid":
+                    self.runtime.invalid_responses["usage"] += 1
+            self._failed(run_id, kind=verdict.outcome, error=verdict.reason)
             return None
-        except ApiError as exc:
-            self._failed(health, str(exc))
-            log_.warning("run_poll_failed", error=str(exc), error_type=type(exc).__name__)
-            return None
-        taken_at = self.clock.now()
-        snapshot = RunSnapshot.from_response(usage, taken_at=taken_at, team_id=self.settings.api.team_id)
-        previous = self.runtime.runs.get(run_id)
-        problem = usage_problem(snapshot, requested_run_id=run_id, previous=previous)
-        if problem is not None:
-            self.runtime.invalid_responses["usage"] += 1
-            self._failed(health, problem)
-            log_.error("implausible_usage", problem=problem)
-            return None
+        snapshot = verdict.snapshot
+        assert snapshot is not None
         if run_id in self.watch.discovered and not self._selected(snapshot):
             self.watch.ignored.add(run_id)
             log_.info("run_ignored_by_selector", run_name=snapshot.run_name, base_model=snapshot.base_model)
             return None
+        previous = self.runtime.runs.get(run_id)
+        if verdict.corrected:
+            self.runtime.reading_corrected("usage")
+            log_.warning(
+                "usage_corrected",
+                change=verdict.reason,
+                total_cost_usd=snapshot.total_cost_usd,
+                previous_total_cost_usd=previous.total_cost_usd if previous else None,
+            )
         self.store.save_run_snapshot(snapshot)
-        self.runtime.runs[run_id] = snapshot
-        health.last_success_at = taken_at
-        health.last_error = None
-        health.consecutive_failures = 0
-        self.runtime.last_poll_success_at = taken_at
+        assert snapshot.taken_mono is not None
+        health = self.runtime.run_read(run_id, snapshot, mono=snapshot.taken_mono)
         if snapshot.terminal and self._final(snapshot, previous):
-            health.finished_at = taken_at
-            self.watch.finished[run_id] = taken_at
-            self.store.mark_run_finished(run_id, finished_at=taken_at)
+            health.finished_at = snapshot.taken_at
+            self.watch.finished[run_id] = snapshot.taken_at
+            self.store.mark_run_finished(run_id, finished_at=snapshot.taken_at)
             log_.info("run_finished", status=snapshot.status, total_cost_usd=snapshot.total_cost_usd)
+        if self.on_reading is not None:
+            await self.on_reading(snapshot, verdict)
         return snapshot
+
+    async def reread(self, run_id: str) -> RunRead:
+        """A fresh read for a decision (the enforcer's check before a DELETE): judged against the last
+        accepted reading like a poll, but it changes nothing. A held decrease or a rejected reading
+        comes back with that kind and no snapshot."""
+        read = await fetch_run(self.client, run_id, clock=self.clock, team_id=self.settings.api.team_id)
+        if not read.ok:
+            if read.kind == "invalid_response":
+                self.runtime.invalid_responses["usage"] += 1
+            return read
+        assert read.snapshot is not None
+        verdict = self.readings.judge(
+            read.snapshot, requested_run_id=run_id, baseline=self.runtime.runs.get(run_id), commit=False
+        )
+        if verdict.outcome != "accepted":
+            return RunRead(kind=verdict.outcome, error=verdict.reason)
+        return RunRead(kind="ok", snapshot=verdict.snapshot)
+
+    def _failed(self, run_id: str, *, kind: str, error: str) -> None:
+        health = self.runtime.run_read_failed(
+            run_id, kind=kind, error=error, at=self.clock.now(), mono=self.clock.monotonic()
+        )
+        # Logged when the failure starts or changes kind; repeats are counted, not logged again.
+        if health.consecutive_failures == 1 or health.last_kind != kind:
+            emit = (
+                log.warning if kind in ("not_found", "held", "rate_limited", "server_error", "timeout") else log.error
+            )
+            emit("run_read_failed", run_id=run_id, kind=kind, error=error)
 
     def _final(self, snapshot: RunSnapshot, previous: RunSnapshot | None) -> bool:
         """Usage lands with a lag, so the first reading that shows a terminal status may still miss
@@ -163,57 +225,31 @@ class Poller:
         )
         return settled or reads >= MAX_TERMINAL_READS
 
-    def _failed(self, health: RunHealth, error: str) -> None:
-        health.consecutive_failures += 1
-        health.last_error = error
-
     def _selected(self, snapshot: RunSnapshot) -> bool:
         select = self.settings.watch.select
         if select.name and not any(fnmatchcase(snapshot.run_name or "", g) for g in select.name):
             return False
         return not (select.base_model and not any(fnmatchcase(snapshot.base_model or "", g) for g in select.base_model))
 
-    async def poll_wallet(self) -> WalletSnapshot | None:
-        try:
-            wallet = await self.client.get_wallet(rows=self.settings.watch.wallet_rows)
-        except UnauthorizedError:
-            raise
-        except InvalidResponseError as exc:
-            self.runtime.invalid_responses["wallet"] += 1
-            log.error("invalid_wallet_response", field=exc.field, error=str(exc))
-            return None
-        except ApiError as exc:
-            log.warning("wallet_poll_failed", error=str(exc), error_type=type(exc).__name__)
-            return None
-        snapshot = WalletSnapshot.from_response(wallet, taken_at=self.clock.now())
-        self.store.save_wallet_snapshot(snapshot)
-        self.runtime.wallet = snapshot
-        self.runtime.last_wallet_success_at = snapshot.taken_at
-        self.runtime.last_poll_success_at = snapshot.taken_at
-        if self.settings.watch.discover:
-            self._discover(snapshot)
-        return snapshot
+    # -- the wallet ------------------------------------------------------------------------------
 
-    def _discover(self, wallet: WalletSnapshot) -> None:
-        for run_id in wallet.training_run_ids():
-            if run_id in self.watch.discovered or run_id in self.watch.configured:
-                continue
-            self.watch.discovered.add(run_id)
-            self.store.remember_run(run_id, source="discovered", seen_at=wallet.taken_at)
-            log.info("run_discovered", run_id=run_id)
+    async def poll_wallet(self) -> WalletSnapshot | None:
+        """Read the wallet and discover runs from its billing rows; the accepted reading, or None."""
+        self.discovery.settings = self.settings
+        return await self.discovery.poll(self.client)
+
+    # -- retiring runs ---------------------------------------------------------------------------
 
     def expire_finished(self) -> list[str]:
-        """Drop finished runs from the live view once their retention has passed; their series go with them."""
+        """Finished runs whose retention has passed; the caller retires them from every component."""
         now = self.clock.now()
-        expired = [
+        return [
             run_id
             for run_id, finished_at in self.watch.finished.items()
             if now - finished_at >= self.settings.watch.retention and run_id in self.runtime.runs
         ]
-        for run_id in expired:
-            self.runtime.runs.pop(run_id, None)
-            self.runtime.burn_rates.pop(run_id, None)
-            self.runtime.health.pop(run_id, None)
-            for key in [k for k in self.runtime.evaluations if k[0] == run_id]:
-                del self.runtime.evaluations[key]
-        return expired
+
+    def forget(self, run_id: str) -> None:
+        self.readings.forget(run_id)
+        self.watch.last_polled.pop(run_id, None)
+        self.watch.terminal_reads.pop(run_id, None)

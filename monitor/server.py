@@ -5,10 +5,12 @@ two jobs, so it always sees whole snapshots. Nothing here writes to the runtime.
 
 - /metrics: the registry in the text format Prometheus asked for (OpenMetrics when its `Accept`
   header prefers it, else text 0.0.4), gzip when accepted.
-- /healthz: liveness. 200 while the scheduler's heartbeat is younger than `heartbeat_max_age`,
-  and during the first `heartbeat_max_age` after start-up; else 503 with the reason.
-- /readyz: readiness. 200 once the config is loaded and a poll has succeeded; else 503 naming
-  what is missing.
+- /healthz: liveness (monitor.health): 503 with the reason when the scheduler's heartbeat stops or
+  every job (or the state store) has failed for longer than `health.unhealthy_after`, so that an
+  orchestrator restarts the daemon; else 200.
+- /readyz: readiness (monitor.health): 200 only while the monitor can see (config loaded, key
+  accepted, API answering, data fresher than `health.stale_intervals` poll intervals, store
+  working); else 503 naming each problem. Runs failing on their own are listed as warnings.
 """
 
 from __future__ import annotations
@@ -20,58 +22,31 @@ from aiohttp import web
 from prometheus_client import CollectorRegistry
 from prometheus_client.exposition import choose_encoder
 
-from monitor.clock import SYSTEM_CLOCK, Clock
-from monitor.runtime import RuntimeState
+from monitor.health import MonitorHealth
 
 log = structlog.get_logger(__name__)
 
 _TEXT = "text/plain"
 _INDEX = """prime-cost-monitor
 /metrics  Prometheus metrics
-/healthz  liveness: 200 while the scheduler is running
-/readyz   readiness: 200 once the config is loaded and a poll has succeeded
+/healthz  liveness: 200 while the scheduler runs and not every job fails
+/readyz   readiness: 200 while the monitor can see (key accepted, API answering, data fresh, store working)
 """
-
-
-def health_problem(runtime: RuntimeState, *, now: float, heartbeat_max_age: float) -> str | None:
-    """Why the daemon is not live, or None when it is (the /healthz rule, reusable by `status`)."""
-    heartbeat_at = runtime.heartbeat_at
-    if heartbeat_at is not None and now - heartbeat_at <= heartbeat_max_age:
-        return None
-    if now - runtime.started_at <= heartbeat_max_age:
-        return None  # still starting: the first job may not have run yet
-    if heartbeat_at is None:
-        return f"no scheduler heartbeat since start-up {now - runtime.started_at:.0f}s ago (max {heartbeat_max_age:g}s)"
-    return f"scheduler heartbeat is {now - heartbeat_at:.0f}s old (max {heartbeat_max_age:g}s)"
-
-
-def readiness_problems(runtime: RuntimeState) -> list[str]:
-    """What is missing before the daemon is ready; empty when it is."""
-    missing: list[str] = []
-    if not runtime.config_loaded:
-        missing.append("config not loaded")
-    if runtime.last_poll_success_at is None:
-        missing.append("no successful poll yet")
-    return missing
 
 
 class MonitorHttpServer:
     def __init__(
         self,
         *,
-        runtime: RuntimeState,
         registry: CollectorRegistry,
+        health: MonitorHealth,
         host: str,
         port: int,
-        clock: Clock = SYSTEM_CLOCK,
-        heartbeat_max_age: float = 120.0,
     ) -> None:
-        self._runtime = runtime
         self._registry = registry
+        self._health = health
         self._host = host
         self._port = port
-        self._clock = clock
-        self._heartbeat_max_age = heartbeat_max_age
         self._runner: web.AppRunner | None = None
         self._bound_port: int | None = None
 
@@ -132,16 +107,17 @@ class MonitorHttpServer:
         return response
 
     async def _healthz(self, request: web.Request) -> web.Response:
-        problem = health_problem(self._runtime, now=self._clock.now(), heartbeat_max_age=self._heartbeat_max_age)
+        problem = self._health.liveness()
         if problem is None:
             return web.Response(text="ok\n", content_type=_TEXT)
         return web.Response(status=503, text=f"unhealthy: {problem}\n", content_type=_TEXT)
 
     async def _readyz(self, request: web.Request) -> web.Response:
-        missing = readiness_problems(self._runtime)
-        if not missing:
-            return web.Response(text="ready\n", content_type=_TEXT)
-        return web.Response(status=503, text=f"not ready: {'; '.join(missing)}\n", content_type=_TEXT)
+        problems, warnings = self._health.readiness()
+        notes = "".join(f"warning: {warning}\n" for warning in warnings)
+        if not problems:
+            return web.Response(text="ready\n" + notes, content_type=_TEXT)
+        return web.Response(status=503, text=f"not ready: {'; '.join(problems)}\n" + notes, content_type=_TEXT)
 
 
 def _port_of(runner: web.AppRunner) -> int:

@@ -35,9 +35,18 @@ class RunSnapshot:
     inference_input_price_per_mtok: float | None = None
     inference_output_price_per_mtok: float | None = None
     record_count: int = 0
+    # The inference input/output split is not reported: the API bills inference as one figure. The
+    # reading model derives it per usage increment at the prices of that moment and keeps the running
+    # estimate here (None: not derived yet, fall back to tokens x the latest price).
+    inference_input_cost_estimate_usd: float | None = None
+    # Monotonic time of the reading in this process (never stored): orders readings and measures gaps
+    # when the host clock jumps. None for readings loaded from the store.
+    taken_mono: float | None = None
 
     @classmethod
-    def from_response(cls, usage: RunUsageResponse, *, taken_at: float, team_id: str | None = None) -> RunSnapshot:
+    def from_response(
+        cls, usage: RunUsageResponse, *, taken_at: float, team_id: str | None = None, taken_mono: float | None = None
+    ) -> RunSnapshot:
         return cls(
             run_id=usage.run_id,
             taken_at=taken_at,
@@ -56,6 +65,7 @@ class RunSnapshot:
             inference_input_price_per_mtok=usage.pricing.inference_input_per_mtok,
             inference_output_price_per_mtok=usage.pricing.inference_output_per_mtok,
             record_count=usage.record_count,
+            taken_mono=taken_mono,
         )
 
     @property
@@ -68,8 +78,14 @@ class RunSnapshot:
 
     @property
     def inference_input_cost_usd(self) -> float:
-        """The API bills inference as one figure; the split is tokens x the snapshotted price, as the
-        official CLI derives it. Without prices, the split follows the token counts."""
+        """An estimate: the API bills inference as one figure. The reading model derives the split per
+        usage increment (see monitor.readings); before that, tokens x the latest price, as the official
+        CLI shows it, and without prices the split follows the token counts."""
+        if self.inference_input_cost_estimate_usd is not None:
+            return min(max(self.inference_input_cost_estimate_usd, 0.0), self.inference_cost_usd)
+        return self.inference_input_cost_at_latest_price()
+
+    def inference_input_cost_at_latest_price(self) -> float:
         derived = _cost(self.inference_input_tokens, self.inference_input_price_per_mtok)
         if derived is not None:
             return min(derived, self.inference_cost_usd) if self.inference_cost_usd else derived
@@ -96,7 +112,9 @@ class RunSnapshot:
         return values[name]
 
     def to_dict(self) -> dict[str, Any]:
-        return asdict(self)
+        data = asdict(self)
+        del data["taken_mono"]  # only meaningful inside the process that took the reading
+        return data
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> RunSnapshot:

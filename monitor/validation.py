@@ -1,5 +1,6 @@
-"""Sanity checks on API data beyond the schema: a reading that fails one is logged, counted and
-never acted on (no alert, no delete), exactly like a response that failed schema validation."""
+"""Sanity checks on one reading on its own, beyond the schema: a reading that fails one is logged,
+counted and never acted on (no alert, no delete), exactly like a response that failed schema
+validation. How a reading compares with the ones before it is monitor.readings' question."""
 
 from __future__ import annotations
 
@@ -12,7 +13,7 @@ _COST_TOLERANCE_USD = 0.02
 _COST_TOLERANCE_RATIO = 0.001
 
 
-def usage_problem(snapshot: RunSnapshot, *, requested_run_id: str, previous: RunSnapshot | None) -> str | None:
+def usage_problem(snapshot: RunSnapshot, *, requested_run_id: str) -> str | None:
     """Why this reading cannot be trusted, or None when it can."""
     if snapshot.run_id != requested_run_id:
         return f"asked for run {requested_run_id!r} but the API answered for {snapshot.run_id!r}"
@@ -36,10 +37,5 @@ def usage_problem(snapshot: RunSnapshot, *, requested_run_id: str, previous: Run
         return (
             f"total_cost_usd {snapshot.total_cost_usd:.4f} is not the sum of its meters "
             f"(training {snapshot.training_cost_usd:.4f} + inference {snapshot.inference_cost_usd:.4f})"
-        )
-    if previous is not None and snapshot.total_cost_usd + _COST_TOLERANCE_USD < previous.total_cost_usd:
-        return (
-            f"total_cost_usd went down from {previous.total_cost_usd:.4f} to {snapshot.total_cost_usd:.4f}; "
-            "usage totals only grow"
         )
     return None

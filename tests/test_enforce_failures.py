@@ -181,9 +181,11 @@ async def test_a_crash_after_the_delete_landed_sends_one_result(make: Any, sim: 
     landed_at = sim.run_ledger(RUN)["first_delete_at"]
     second = await first.restart()
     ledger = sim.run_ledger(RUN)
-    assert ledger["delete_count"] == 2, "exactly one more, idempotent DELETE"
+    # The re-read after the restart shows the run STOPPED: the DELETE landed, none is sent again.
+    assert ledger["delete_count"] == 1, "no second DELETE for a run the first one already stopped"
     assert ledger["first_delete_at"] == landed_at
     assert second.decisions(RUN)[-1] == "reconciled"
+    assert "no second DELETE" in second.actions(RUN)[-1].reason
     assert second.kinds(RUN) == ["delete_pending", "delete_done"]
     assert second.runtime.deletions == {("run-cap", "deleted"): 1}
     await second.close()

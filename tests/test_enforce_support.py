@@ -137,6 +137,7 @@ class Bench:
             runtime=self.runtime,
             dispatcher=self.dispatcher if publish else None,
             clock=self.clock,
+            reader=self.poller.reread,
         )
 
     async def restart(

@@ -10,24 +10,36 @@ from prometheus_client.openmetrics.parser import text_string_to_metric_families 
 from prometheus_client.parser import text_string_to_metric_families
 
 from monitor.clock import ManualClock
+from monitor.config import Settings
+from monitor.health import MonitorHealth
 from monitor.metrics import build_registry
 from monitor.runtime import RuntimeState
 from monitor.server import MonitorHttpServer
+from monitor.snapshots import WalletSnapshot
 from tests.support.prometheus import PrometheusFactory
 from tests.test_metrics import HOSTILE_NAME_LABEL, T0, sample_runtime
 
 OPENMETRICS_ACCEPT = "application/openmetrics-text;version=1.0.0,text/plain;version=0.0.4;q=0.5,*/*;q=0.1"
 
 
+def health_of(runtime: RuntimeState, clock: ManualClock, *, active: list[str] | None = None) -> MonitorHealth:
+    settings = Settings()
+    return MonitorHealth(
+        settings=lambda: settings,
+        runtime=runtime,
+        clock=clock,
+        active_runs=lambda: list(active or []),
+        heartbeat_max_age=120.0,
+    )
+
+
 async def started(runtime: RuntimeState, *, clock: ManualClock | None = None) -> MonitorHttpServer:
     clock = clock or ManualClock(T0)
     server = MonitorHttpServer(
-        runtime=runtime,
         registry=build_registry(runtime, clock=clock),
+        health=health_of(runtime, clock),
         host="127.0.0.1",
         port=0,
-        clock=clock,
-        heartbeat_max_age=120.0,
     )
     await server.start()
     return server
@@ -36,7 +48,7 @@ async def started(runtime: RuntimeState, *, clock: ManualClock | None = None) ->
 @pytest.fixture
 async def served() -> AsyncIterator[tuple[MonitorHttpServer, RuntimeState, ManualClock]]:
     clock = ManualClock(T0)
-    runtime = RuntimeState(started_at=clock.now())
+    runtime = RuntimeState(started_at=clock.now(), started_mono=clock.monotonic())
     server = await started(runtime, clock=clock)
     yield server, runtime, clock
     await server.stop()
@@ -96,7 +108,7 @@ async def test_healthz_follows_the_heartbeat(served: tuple[MonitorHttpServer, Ru
     response = await get(server, "/healthz")
     assert response.status_code == 503
     assert "no scheduler heartbeat since start-up 121s ago" in response.text
-    runtime.heartbeat_at = clock.now()
+    runtime.beat(at=clock.now(), mono=clock.monotonic())
     assert (await get(server, "/healthz")).status_code == 200
     clock.advance(120)
     assert (await get(server, "/healthz")).status_code == 200  # exactly at the limit still counts
@@ -106,19 +118,77 @@ async def test_healthz_follows_the_heartbeat(served: tuple[MonitorHttpServer, Ru
     assert "scheduler heartbeat is 150s old (max 120s)" in response.text
 
 
-async def test_readyz_needs_config_and_a_successful_poll(
+async def test_healthz_fails_when_every_job_has_failed_too_long(
+    served: tuple[MonitorHttpServer, RuntimeState, ManualClock],
+) -> None:
+    server, runtime, clock = served
+    for job in ("poll_runs", "poll_wallet", "housekeeping"):
+        runtime.job_finished(job, ok=True, mono=clock.monotonic())
+    clock.advance(5)
+    for job in ("poll_runs", "poll_wallet"):
+        runtime.job_finished(job, ok=False, mono=clock.monotonic())
+    runtime.beat(at=clock.now(), mono=clock.monotonic())
+    clock.advance(700)
+    runtime.beat(at=clock.now(), mono=clock.monotonic())
+    assert (await get(server, "/healthz")).status_code == 200, "one job still succeeds: a restart would not help"
+    runtime.job_finished("housekeeping", ok=False, mono=clock.monotonic())
+    clock.advance(601)
+    runtime.beat(at=clock.now(), mono=clock.monotonic())
+    response = await get(server, "/healthz")
+    assert response.status_code == 503
+    assert "every job has failed for" in response.text
+    runtime.job_finished("poll_wallet", ok=True, mono=clock.monotonic())
+    assert (await get(server, "/healthz")).status_code == 200
+
+
+async def test_readyz_needs_config_and_fresh_data(
     served: tuple[MonitorHttpServer, RuntimeState, ManualClock],
 ) -> None:
     server, runtime, clock = served
     response = await get(server, "/readyz")
     assert response.status_code == 503
-    assert response.text == "not ready: config not loaded; no successful poll yet\n"
+    assert response.text == "not ready: config not loaded; no read has succeeded yet\n"
     runtime.config_loaded = True
     response = await get(server, "/readyz")
-    assert (response.status_code, response.text) == (503, "not ready: no successful poll yet\n")
-    runtime.last_poll_success_at = clock.now()
+    assert (response.status_code, response.text) == (503, "not ready: no read has succeeded yet\n")
+    runtime.wallet_read(WalletSnapshot(wallet_id="w", taken_at=clock.now(), balance_usd=10.0), mono=clock.monotonic())
     response = await get(server, "/readyz")
     assert (response.status_code, response.text) == (200, "ready\n")
+    # Defaults: no runs watched, so the wallet interval (60 s) x health.stale_intervals (3) is the limit.
+    clock.advance(181)
+    response = await get(server, "/readyz")
+    assert response.status_code == 503
+    assert "data stale" in response.text and "limit 3m" in response.text
+
+
+async def test_readyz_says_when_the_key_is_refused_and_store_fails(
+    served: tuple[MonitorHttpServer, RuntimeState, ManualClock],
+) -> None:
+    server, runtime, clock = served
+    runtime.config_loaded = True
+    runtime.wallet_read(WalletSnapshot(wallet_id="w", taken_at=clock.now(), balance_usd=10.0), mono=clock.monotonic())
+    clock.advance(1)
+    runtime.wallet_read_failed(kind="unauthorized", error="wallet: HTTP 401", at=clock.now(), mono=clock.monotonic())
+    response = await get(server, "/readyz")
+    assert response.status_code == 503 and "key refused" in response.text and "HTTP 401" in response.text
+    runtime.wallet_read(WalletSnapshot(wallet_id="w", taken_at=clock.now(), balance_usd=10.0), mono=clock.monotonic())
+    assert (await get(server, "/readyz")).status_code == 200
+    runtime.store_failed("state store /x.db: disk I/O error", at=clock.now(), mono=clock.monotonic())
+    response = await get(server, "/readyz")
+    assert response.status_code == 503 and "store failing" in response.text and "disk I/O error" in response.text
+
+
+async def test_readyz_lists_a_failing_run_without_going_unready(
+    served: tuple[MonitorHttpServer, RuntimeState, ManualClock],
+) -> None:
+    server, runtime, clock = served
+    runtime.config_loaded = True
+    runtime.wallet_read(WalletSnapshot(wallet_id="w", taken_at=clock.now(), balance_usd=10.0), mono=clock.monotonic())
+    runtime.run_read_failed("run-x", kind="not_found", error="404", at=clock.now(), mono=clock.monotonic())
+    server._health = health_of(runtime, clock, active=["run-x"])
+    response = await get(server, "/readyz")
+    assert response.status_code == 200
+    assert response.text == "ready\nwarning: run run-x: not_found (1 in a row)\n"
 
 
 async def test_unknown_path_is_404(served: tuple[MonitorHttpServer, RuntimeState, ManualClock]) -> None:

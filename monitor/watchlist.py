@@ -1,0 +1,34 @@
+"""Which runs the daemon watches (named in config, discovered from the wallet) and when each is due."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass, field
+
+
+@dataclass
+class WatchList:
+    """Which runs to poll and when each is next due."""
+
+    configured: list[str] = field(default_factory=list)
+    discovered: set[str] = field(default_factory=set)
+    # Discovered runs whose name or model the discovery selector rejects: read once, then ignored.
+    ignored: set[str] = field(default_factory=set)
+    finished: dict[str, float] = field(default_factory=dict)
+    # When each run was last polled (monotonic); it is due again one interval later (its interval may
+    # change in between: a run that turns hot is due at min_interval after its last poll).
+    last_polled: dict[str, float] = field(default_factory=dict)
+    # Readings taken of each run since it showed a terminal status.
+    terminal_reads: dict[str, int] = field(default_factory=dict)
+    # Runs to poll at the fastest allowed interval (near a threshold, or a delete pending).
+    hot: set[str] = field(default_factory=set)
+
+    def active(self) -> list[str]:
+        ordered = list(dict.fromkeys([*self.configured, *sorted(self.discovered)]))
+        return [r for r in ordered if r not in self.finished and r not in self.ignored]
+
+    def due(self, now: float, interval_for: Callable[[str], float]) -> list[str]:
+        return [r for r in self.active() if r not in self.last_polled or self.last_polled[r] + interval_for(r) <= now]
+
+    def make_all_due(self) -> None:
+        self.last_polled.clear()
