@@ -11,6 +11,7 @@ so a snapshot read back equals the one saved, bit for bit.
 
 from __future__ import annotations
 
+import contextlib
 import sqlite3
 import threading
 from collections.abc import Iterator, Sequence
@@ -24,6 +25,15 @@ import structlog
 
 from monitor.events import ActionRecord, AlertState, Notification, OutboxItem, Protection
 from monitor.snapshots import RunSnapshot, WalletSnapshot
+from monitor.store_file import (
+    MEMORY,
+    FileIdentity,
+    StateFileRefusedError,
+    describe_sqlite_error,
+    open_state_file,
+    verify_still_at_path,
+)
+from monitor.store_lock import LockHolder, StateFileLock, StateLockedError
 from monitor.store_schema import (
     ACTION_COLUMNS,
     ALERT_COLUMNS,
@@ -40,15 +50,22 @@ from monitor.store_schema import (
     encode_action,
     encode_alert,
     encode_run_snapshot,
-    migrate,
 )
 
-__all__ = ["SCHEMA_VERSION", "KnownRun", "SchemaTooNewError", "StateStore", "StoreError"]
+__all__ = [
+    "SCHEMA_VERSION",
+    "KnownRun",
+    "LockHolder",
+    "SchemaTooNewError",
+    "StateFileRefusedError",
+    "StateLockedError",
+    "StateStore",
+    "StoreError",
+]
 
 log = structlog.get_logger(__name__)
 
 RunSource = Literal["config", "discovered"]
-MEMORY = ":memory:"
 _MAX_ERROR_CHARS = 2000
 
 
@@ -72,7 +89,16 @@ class StateStore:
         history_per_run: int = 2000,
         wallet_history_limit: int = 10_000,
         busy_timeout_ms: int = 5000,
+        exclusive: bool = False,
     ) -> None:
+        """Open (or, only if nothing is at `path`, create) the state file.
+
+        `exclusive`: hold the one-writer lock on `<path>.lock` until close(), taken before anything is
+        read or written; raises StateLockedError naming the holder if another process has it. The
+        daemon opens exclusive; `status`, `protect` and `unprotect` do not (they work beside it).
+        An existing file that is empty, damaged, not SQLite, not ours or from a newer schema raises
+        a StoreError subclass naming the file and the reason, and is left untouched.
+        """
         if history_per_run < 1 or wallet_history_limit < 1:
             raise ValueError("history_per_run and wallet_history_limit must be at least 1")
         self._history_per_run = history_per_run
@@ -81,25 +107,38 @@ class StateStore:
         # One connection shared by whoever holds the lock: safe if a caller hands work to a thread.
         self._lock = threading.RLock()
         self._conn: sqlite3.Connection | None = None
-        try:
-            if self._path != MEMORY:
+        self._file_lock: StateFileLock | None = None
+        self._identity: FileIdentity | None = None
+        #: Set when an existing file is readable by group or others (logged once at open).
+        self.mode_warning: str | None = None
+        if self._path != MEMORY:
+            try:
                 Path(self._path).parent.mkdir(parents=True, exist_ok=True)
-            conn = sqlite3.connect(self._path, isolation_level=None, check_same_thread=False)
-        except (OSError, sqlite3.Error) as exc:
-            raise StoreError(f"cannot open state store {self._path}: {exc}") from exc
-        try:
-            conn.execute(f"PRAGMA busy_timeout = {int(busy_timeout_ms)}")
-            conn.execute("PRAGMA journal_mode = WAL")
-            conn.execute("PRAGMA synchronous = NORMAL")
-            conn.execute("PRAGMA foreign_keys = ON")
-            self._schema_version = migrate(conn, path=self._path)
-        except BaseException as exc:
-            conn.close()
-            if isinstance(exc, sqlite3.Error):
+            except OSError as exc:
                 raise StoreError(f"cannot open state store {self._path}: {exc}") from exc
+            if exclusive:
+                self._file_lock = StateFileLock.acquire(self._path)
+        try:
+            opened = open_state_file(self._path, busy_timeout_ms=busy_timeout_ms)
+        except BaseException:
+            self._release_file_lock()
             raise
-        self._conn = conn
-        log.debug("state_store_opened", path=self._path, schema_version=self._schema_version)
+        self._conn = opened.conn
+        self._schema_version = opened.schema_version
+        self._identity = opened.identity
+        self.mode_warning = opened.mode_warning
+        if exclusive:
+            # The daemon must be able to write: a read-only file or volume, or a full disk, is found
+            # now and refuses the start, instead of at the first alert. (`status` only reads, and
+            # works on a read-only copy.)
+            try:
+                self.probe()
+            except BaseException:
+                self.close()
+                raise
+        if self.mode_warning is not None:
+            log.warning("state_store_mode_too_open", path=self._path, warning=self.mode_warning)
+        log.debug("state_store_opened", path=self._path, schema_version=self._schema_version, exclusive=exclusive)
 
     # -- lifecycle -------------------------------------------------------------------------------------
 
@@ -111,11 +150,27 @@ class StateStore:
     def schema_version(self) -> int:
         return self._schema_version
 
+    @property
+    def lock_holder(self) -> LockHolder | None:
+        """This process, while it holds the one-writer lock (opened with exclusive=True)."""
+        return self._file_lock.holder if self._file_lock is not None and self._file_lock.held else None
+
     def close(self) -> None:
+        """Idempotent; releases the one-writer lock after the connection is closed, so nothing this
+        store does can overlap the next holder."""
         with self._lock:
-            if self._conn is not None:
-                self._conn.close()
-                self._conn = None
+            try:
+                if self._conn is not None:
+                    conn, self._conn = self._conn, None
+                    conn.close()
+            except sqlite3.Error as exc:
+                raise StoreError(f"state store {self._path}: closing failed: {describe_sqlite_error(exc)}") from exc
+            finally:
+                self._release_file_lock()
+
+    def _release_file_lock(self) -> None:
+        if self._file_lock is not None:
+            self._file_lock.release()
 
     def __enter__(self) -> StateStore:
         return self
@@ -125,16 +180,33 @@ class StateStore:
     ) -> None:
         self.close()
 
+    def probe(self) -> None:
+        """Prove the store still reads and writes, cheaply, for health checks every few seconds: one
+        small committed write to `meta` and its read-back, after checking that the file (and the
+        lock, if held) is still the one at its path. Raises StoreError naming the file."""
+        if self._file_lock is not None:
+            self._file_lock.verify()
+        with self._write() as conn:
+            conn.execute(
+                "INSERT INTO meta (key, value) VALUES ('store_probe', '1')"
+                " ON CONFLICT (key) DO UPDATE SET value = CAST(value AS INTEGER) + 1"
+            )
+            conn.execute("SELECT value FROM meta WHERE key = 'store_probe'").fetchone()
+
     @contextmanager
     def _read(self) -> Iterator[sqlite3.Connection]:
         with self._lock:
             if self._conn is None:
                 raise StoreError(f"state store {self._path} is closed")
+            if self._identity is not None:
+                # A deleted or replaced file keeps working through the open connection, silently:
+                # the daemon would read old state while `protect` writes to the new file.
+                verify_still_at_path(self._path, self._identity)
             try:
                 yield self._conn
             except sqlite3.Error as exc:
-                # e.g. "database is locked" after the busy timeout: say which file.
-                raise StoreError(f"state store {self._path}: {exc}") from exc
+                # e.g. "database is locked" after the busy timeout, or the disk is full: say which file.
+                raise StoreError(f"state store {self._path}: {describe_sqlite_error(exc)}") from exc
 
     @contextmanager
     def _write(self) -> Iterator[sqlite3.Connection]:
@@ -147,7 +219,9 @@ class StateStore:
                 conn.execute("COMMIT")
             except BaseException:
                 if conn.in_transaction:
-                    conn.execute("ROLLBACK")
+                    # A failed rollback must not hide the error that caused it (e.g. disk full).
+                    with contextlib.suppress(sqlite3.Error):
+                        conn.execute("ROLLBACK")
                 raise
 
     # -- runs ------------------------------------------------------------------------------------------

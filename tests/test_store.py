@@ -113,16 +113,14 @@ def count_rows(path: Path, table: str) -> int:
 # -- opening and the schema --------------------------------------------------------------------------------
 
 
-def test_a_missing_directory_and_empty_file_are_migrated_to_the_current_version(tmp_path: Path) -> None:
+def test_a_missing_directory_and_file_are_created_at_the_current_version(tmp_path: Path) -> None:
+    # Only a path with nothing at it is created; an existing empty file is refused
+    # (tests/test_store_integrity.py).
     path = tmp_path / "deep" / "er" / "monitor.db"
     with StateStore(path) as opened:
         assert opened.schema_version == SCHEMA_VERSION
-    assert path.exists()
-    empty = tmp_path / "empty.db"
-    empty.touch()
-    with StateStore(empty) as opened:
-        assert opened.schema_version == SCHEMA_VERSION
         assert opened.latest_run_snapshots() == {}
+    assert path.exists()
 
 
 def test_the_file_uses_wal_and_a_busy_timeout(db_path: Path, store: StateStore) -> None:
