@@ -168,9 +168,8 @@ class SimRun:
 
     def change_price(self, at: float, price: ModelPrice) -> None:
         """Tokens accrued from `at` on are priced at `price`; earlier tokens keep theirs."""
-        if at < self.segments[-1].starts_at:
-            raise ValueError("a price change cannot go back in time")
-        self.segments.append(PriceSegment(starts_at=at, price=price))
+        # Segments stay in time order even if a wall clock steps back.
+        self.segments.append(PriceSegment(starts_at=max(at, self.segments[-1].starts_at), price=price))
 
     def correct(self, at: float, *, fraction: float, records: int, meter_interval: float) -> Correction:
         """Take `fraction` off the landed and the accrued figures now, and `records` off the record count."""
