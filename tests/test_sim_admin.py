@@ -66,6 +66,49 @@ def test_bad_added_runs_are_refused(
         assert param in [error["param"] for error in response.json()["errors"]]
 
 
+def test_bulk_add_registers_a_thousand_runs_in_one_request(manual_simulator: SimulatorHandle) -> None:
+    rates = {"training": 10, "inference_input": 5, "inference_output": 5}
+    runs = [{"name": f"bulk-{n}", "rates": rates, "queue_seconds": 0} for n in range(999)]
+    runs.append({"id": "bulk-named", "config": {"model": {"name": "Qwen/Qwen3.5-9B"}}, "team_id": "team-a"})
+    ids = manual_simulator.add_runs(runs)
+    assert len(ids) == len(set(ids)) == 1000
+    assert ids[-1] == "bulk-named"
+    assert all(run_id.startswith("rft_") for run_id in ids[:-1])
+    manual_simulator.advance(60)
+    # Every added run burns and bills: a row each on the personal wallet (plus run-qwen4b and the static row).
+    assert manual_simulator.wallet(limit=1)["total_billings"] == 999 + 2
+    assert manual_simulator.usage(ids[0])["training"]["tokens"] == 600
+    named = manual_simulator.run_ledger("bulk-named")
+    assert (named["base_model"], named["wallet_id"], named["status"]) == ("Qwen/Qwen3.5-9B", "wallet-team-a", "RUNNING")
+
+
+@pytest.mark.parametrize(
+    ("runs", "status", "where"),
+    [
+        ([{"id": "a"}, {"id": "b"}, {"id": "c", "base_model": "no-such-model"}], 422, "runs.2.base_model"),
+        ([{"id": "a", "rates": {"training": -1, "inference_input": 0, "inference_output": 0}}], 422, "runs.0.rates"),
+        ([{"id": "a"}, {"id": "b", "team_id": "team-nope"}], 422, "runs.1.team_id"),
+        ([{"id": "a"}, {"id": "a"}], 409, "runs.1"),
+        ([{"id": "b"}, {"id": "run-qwen4b"}], 409, "runs.1"),
+        ([], 422, "runs"),
+    ],
+)
+def test_a_bad_bulk_add_adds_nothing_and_names_the_run(
+    simulator: SimulatorHandle, runs: list[dict[str, object]], status: int, where: str
+) -> None:
+    response = httpx.post(
+        f"{simulator.base_url}/_sim/runs/bulk",
+        headers={"X-Sim-Admin-Token": simulator.admin_token},
+        json={"runs": runs},
+    )
+    assert response.status_code == status
+    if status == 422:
+        assert any(error["param"].startswith(where) for error in response.json()["errors"]), response.text
+    else:
+        assert where in response.json()["detail"]
+    assert set(simulator.ledger()["runs"]) == {"run-qwen4b", "run-team-9b", "run-queued"}
+
+
 def test_requests_are_counted_per_endpoint_and_status(simulator: SimulatorHandle) -> None:
     with httpx.Client(base_url=simulator.base_url, headers=simulator.auth_headers) as client:
         client.get("/api/v1/billing/runs/run-qwen4b/usage")

@@ -10,6 +10,7 @@ import pytest
 from pydantic import ValidationError
 
 from monitor.models import RunUsageResponse
+from monitor.sim.scenario import ScenarioError, load_scenario
 from tests.support.simulator import SimulatorHandle, running_simulator
 
 
@@ -165,3 +166,92 @@ def test_stopping_the_server_ends_a_hang() -> None:
         httpx.get(f"{sim.base_url}/api/v1/billing/wallet", headers=sim.auth_headers, timeout=0.3)
     # Stopping woke the hung handler, which answered 504 (instead of being cut off or holding on for 600 s).
     assert sim.server.requests.count("wallet", 504) == 1
+
+
+# --- override: scripted answers ----------------------------------------------------------------
+
+
+def test_override_set_merges_onto_the_real_answer(simulator: SimulatorHandle) -> None:
+    real = get_usage(simulator).json()
+    simulator.override_answer(endpoint="usage", set={"total_cost_usd": 1e300, "training": {"cost_usd": -1}}, count=1)
+    scripted = get_usage(simulator).json()
+    assert scripted["total_cost_usd"] == 1e300
+    assert scripted["training"] == {**real["training"], "cost_usd": -1}
+    assert scripted["inference"] == real["inference"]
+    assert simulator.requests()["recent"][-1]["fault"] == "override"
+    assert get_usage(simulator).json()["total_cost_usd"] == real["total_cost_usd"]  # count=1: used up
+
+
+def test_override_can_null_a_field_and_patch_a_list_item(simulator: SimulatorHandle) -> None:
+    simulator.override_answer(endpoint="usage", set={"pricing": None, "status": "EXPLODED"})
+    body = get_usage(simulator).json()
+    assert body["pricing"] is None
+    assert body["status"] == "EXPLODED"
+    simulator.override_answer(endpoint="wallet", set={"recent_billings": {"0": {"amount_usd": float("nan")}}})
+    wallet = httpx.get(f"{simulator.base_url}/api/v1/billing/wallet", headers=simulator.auth_headers)
+    assert '"amount_usd": NaN' in wallet.text
+    rows = wallet.json()["recent_billings"]
+    assert rows[0]["amount_usd"] != rows[0]["amount_usd"]  # NaN
+    assert rows[0]["id"]  # the rest of the row is the real one
+
+
+@pytest.mark.parametrize(
+    "raw",
+    [
+        "this is not json",
+        "[" * 100_000,
+        '{"total_cost_usd": NaN, "total_tokens": Infinity}',
+        '{"total_cost_usd": 1e999}',
+        '{"total_tokens": ' + "9" * 5000 + "}",
+    ],
+    ids=["garbage", "deep-nesting", "nan-infinity", "1e999", "huge-int"],
+)
+def test_override_raw_body_is_sent_verbatim(simulator: SimulatorHandle, raw: str) -> None:
+    simulator.override_answer(endpoint="usage", raw_body=raw, run_id="run-qwen4b")
+    response = get_usage(simulator)
+    assert response.status_code == 200
+    assert response.headers["Content-Type"].startswith("application/json")
+    assert response.text == raw
+    assert get_usage(simulator, "run-team-9b").json()["run_id"] == "run-team-9b"  # run_id filter
+
+
+def test_an_overridden_delete_still_deletes(simulator: SimulatorHandle) -> None:
+    simulator.override_answer(endpoint="delete", raw_body="<html>oops</html>")
+    response = httpx.delete(f"{simulator.base_url}/api/v1/training/runs/run-qwen4b", headers=simulator.auth_headers)
+    assert (response.status_code, response.text) == (200, "<html>oops</html>")
+    assert simulator.run_ledger("run-qwen4b")["status"] == "STOPPED"
+
+
+def test_override_leaves_error_answers_alone(simulator: SimulatorHandle) -> None:
+    simulator.override_answer(endpoint="usage", set={"total_cost_usd": 1})
+    response = get_usage(simulator, "no-such-run")
+    assert (response.status_code, response.json()) == (404, {"detail": "Run not found"})
+
+
+@pytest.mark.parametrize(
+    ("fault", "param"),
+    [
+        ({"kind": "override"}, "set"),
+        ({"kind": "override", "set": {"a": 1}, "raw_body": "x"}, "set"),
+        ({"kind": "override", "set": {}}, "set"),
+        ({"kind": "override", "set": "not an object"}, "set"),
+        ({"kind": "error", "set": {"a": 1}}, "set"),
+        ({"kind": "drift", "raw_body": "x"}, "raw_body"),
+    ],
+)
+def test_bad_override_specs_name_the_field(simulator: SimulatorHandle, fault: dict[str, object], param: str) -> None:
+    response = httpx.post(
+        f"{simulator.base_url}/_sim/faults", headers={"X-Sim-Admin-Token": simulator.admin_token}, json=fault
+    )
+    assert response.status_code == 422
+    assert param in [error["param"] for error in response.json()["errors"]]
+    assert simulator.faults() == []
+
+
+def test_a_scenario_override_fault_loads_and_a_bad_one_names_the_field() -> None:
+    scenario = {"faults": [{"kind": "override", "endpoint": "wallet", "set": {"balance_usd": -1e9}}]}
+    with running_simulator(scenario) as sim:
+        wallet = httpx.get(f"{sim.base_url}/api/v1/billing/wallet", headers=sim.auth_headers).json()
+        assert wallet["balance_usd"] == -1e9
+    with pytest.raises(ScenarioError, match=r"faults\[0\]\.raw_body: only an override fault takes it"):
+        load_scenario({"faults": [{"kind": "error", "raw_body": "x"}]})

@@ -4,9 +4,11 @@ Runs burn tokens on three meters at their model's prices; usage lands as records
 `meter_interval` seconds; a wallet is debited as it lands; DELETE stops the burn. Faults can
 be injected per endpoint, and an admin API under /_sim/ reads the true ledger.
 
-Modules: pricing (price table), rates (token rates from a prime-rl config), accounting (a
-run's meters as functions of time), engine (runs, wallets, ledger), faults, scenario (the
-YAML file), api / admin (HTTP handlers), server (the aiohttp app and the entry points).
+Modules: pricing (price table), rates (token rates from a prime-rl config), usage (meter
+figures and correction arithmetic), accounting (a run's meters as functions of time, with
+price segments and corrections), billing (wallet rows and paging), engine (runs, wallets),
+ledger (the admin API's truth), faults, scenario (the YAML file), api / admin (HTTP
+handlers), server (the aiohttp app and the entry points).
 """
 
 from monitor.sim.engine import Engine

@@ -2,6 +2,7 @@
 
 Pure logic, no I/O: the HTTP layer (server.py) calls these methods and renders the models
 they return. Thread-safe, so tests may read it from another thread while the server runs.
+Beyond the spec (for the admin API): bulk runs, billing corrections and price changes.
 """
 
 from __future__ import annotations
@@ -11,8 +12,8 @@ import random
 import secrets
 import string
 import threading
+from collections.abc import Sequence
 from dataclasses import dataclass, field
-from datetime import UTC, datetime
 from typing import Any
 
 import structlog
@@ -29,8 +30,11 @@ from monitor.models import (
     WalletResponse,
 )
 from monitor.sim.accounting import SimRun
+from monitor.sim.billing import StaticRow, iso, per_record_page, per_run_page
+from monitor.sim.ledger import correction_entry, price_dict, price_segments, run_entry
+from monitor.sim.pricing import ModelPrice
 from monitor.sim.rates import ConfigProblem
-from monitor.sim.scenario import RunSpec, Scenario, ScenarioError, resolve_run
+from monitor.sim.scenario import ResolvedRun, RunSpec, Scenario, ScenarioError, resolve_run
 
 log = structlog.get_logger(__name__)
 
@@ -53,8 +57,13 @@ class ClockNotManual(RuntimeError):
     pass
 
 
-def iso(t: float) -> datetime:
-    return datetime.fromtimestamp(t, tz=UTC)
+class BulkProblem(ValueError):
+    """One run of a bulk add is bad (nothing was added); `index` is its place in the list."""
+
+    def __init__(self, index: int, problem: Exception) -> None:
+        super().__init__(f"runs[{index}]: {problem}")
+        self.index = index
+        self.problem = problem
 
 
 @dataclass
@@ -63,7 +72,7 @@ class SimWallet:
     team_id: str | None
     starting_balance_usd: float
     currency: str
-    static_rows: list[BillingEntry] = field(default_factory=list)
+    static_rows: list[StaticRow] = field(default_factory=list)
 
 
 class Engine:
@@ -85,19 +94,18 @@ class Engine:
                 currency=spec.currency,
             )
             for index, row in enumerate(spec.billings):
-                at = iso(now - row.billed_ago)
-                wallet.static_rows.append(
-                    BillingEntry(
-                        id=row.id or f"bill-{label}-{row.resource_type}-{index + 1}",
-                        created_at=at,
-                        updated_at=at,
-                        last_billed_at=at,
-                        amount_usd=row.amount_usd,
-                        currency=spec.currency,
-                        resource_type=row.resource_type,
-                        resource_id=row.resource_id,
-                    )
+                at = now - row.billed_ago
+                entry = BillingEntry(
+                    id=row.id or f"bill-{label}-{row.resource_type}-{index + 1}",
+                    created_at=iso(at),
+                    updated_at=iso(at),
+                    last_billed_at=iso(at),
+                    amount_usd=row.amount_usd,
+                    currency=spec.currency,
+                    resource_type=row.resource_type,
+                    resource_id=row.resource_id,
                 )
+                wallet.static_rows.append(StaticRow(at=at, entry=entry))
             self.wallets[spec.team_id] = wallet
         for index, run_spec in enumerate(scenario.runs):
             try:
@@ -139,6 +147,24 @@ class Engine:
     def _new_id(self, prefix: str, length: int = 20) -> str:
         return prefix + "".join(self._ids.choices(_ID_ALPHABET, k=length))
 
+    def _new_run(self, spec: RunSpec, resolved: ResolvedRun, *, wallet: SimWallet, source: str) -> SimRun:
+        return SimRun(
+            run_id=spec.id or self._new_id("rft_"),
+            name=spec.name,
+            base_model=resolved.base_model,
+            team_id=spec.team_id,
+            wallet_id=wallet.wallet_id,
+            price=resolved.price,
+            rates=resolved.rates,
+            created_at=self.now() - spec.started_ago,
+            queue_seconds=resolved.queue_seconds,
+            step_seconds=resolved.step_seconds,
+            max_steps=resolved.max_steps,
+            fail_after=spec.fail_after,
+            source=source,
+            job_id=self._new_id("job_"),
+        )
+
     def add_run(self, spec: RunSpec, *, source: str = "admin") -> SimRun:
         """Register a run; raises ConfigProblem, UnknownTeam or DuplicateRun."""
         resolved = resolve_run(spec, self.scenario.defaults)
@@ -146,28 +172,37 @@ class Engine:
             wallet = self.wallets.get(spec.team_id)
             if wallet is None:
                 raise UnknownTeam(f"no wallet for team {spec.team_id!r}")
-            run_id = spec.id or self._new_id("rft_")
-            if run_id in self.runs:
-                raise DuplicateRun(f"a run with id {run_id!r} exists")
-            run = SimRun(
-                run_id=run_id,
-                name=spec.name,
-                base_model=resolved.base_model,
-                team_id=spec.team_id,
-                wallet_id=wallet.wallet_id,
-                price=resolved.price,
-                rates=resolved.rates,
-                created_at=self.now() - spec.started_ago,
-                queue_seconds=resolved.queue_seconds,
-                step_seconds=resolved.step_seconds,
-                max_steps=resolved.max_steps,
-                fail_after=spec.fail_after,
-                source=source,
-                job_id=self._new_id("job_"),
-            )
-            self.runs[run_id] = run
-        log.info("sim_run_added", run_id=run_id, base_model=run.base_model, team_id=run.team_id, source=source)
+            if spec.id is not None and spec.id in self.runs:
+                raise DuplicateRun(f"a run with id {spec.id!r} exists")
+            run = self._new_run(spec, resolved, wallet=wallet, source=source)
+            self.runs[run.run_id] = run
+        log.info("sim_run_added", run_id=run.run_id, base_model=run.base_model, team_id=run.team_id, source=source)
         return run
+
+    def add_runs(self, specs: Sequence[RunSpec], *, source: str = "admin") -> list[SimRun]:
+        """Register many runs at once, all or none; raises BulkProblem naming the first bad one."""
+        resolved: list[tuple[RunSpec, ResolvedRun, SimWallet]] = []
+        for index, spec in enumerate(specs):
+            try:
+                wallet = self.wallets.get(spec.team_id)
+                if wallet is None:
+                    raise UnknownTeam(f"no wallet for team {spec.team_id!r}")
+                resolved.append((spec, resolve_run(spec, self.scenario.defaults), wallet))
+            except (ConfigProblem, UnknownTeam) as problem:
+                raise BulkProblem(index, problem) from None
+        with self._lock:
+            seen: set[str] = set()
+            for index, spec in enumerate(specs):
+                if spec.id is not None and (spec.id in self.runs or spec.id in seen):
+                    raise BulkProblem(index, DuplicateRun(f"a run with id {spec.id!r} exists"))
+                if spec.id is not None:
+                    seen.add(spec.id)
+            runs = [self._new_run(spec, res, wallet=wallet, source=source) for spec, res, wallet in resolved]
+            for run in runs:
+                self.runs[run.run_id] = run
+        # One event for the batch: thousands of per-run lines would drown the log.
+        log.info("sim_runs_added", count=len(runs), source=source)
+        return runs
 
     def create_run(self, request: CreateDedicatedRunRequest) -> CreateDedicatedRunResponse:
         """POST /api/v1/training/runs. The token is returned once and kept only as a fingerprint."""
@@ -192,6 +227,47 @@ class Engine:
         log.info("sim_run_deleted", run_id=run_id, first=first, delete_count=run.delete_count)
         return DeleteRunResponse(run_id=run_id, deleted=True)
 
+    def correct_run(self, run_id: str, *, fraction: float, records: int) -> dict[str, Any]:
+        """A billing correction now: `fraction` off the run's landed and accrued usage, `records` off its count."""
+        if not 0 < fraction <= 1:
+            raise ValueError("fraction must be above 0 and at most 1")
+        if records < 0:
+            raise ValueError("records must be 0 or more")
+        with self._lock:
+            run = self._run(run_id)
+            correction = run.correct(self.now(), fraction=fraction, records=records, meter_interval=self.meter_interval)
+        log.info("sim_run_corrected", run_id=run_id, fraction=fraction, records_removed=correction.records_removed)
+        return correction_entry(correction)
+
+    def set_pricing(
+        self,
+        run_id: str,
+        *,
+        training_per_mtok: float | None = None,
+        inference_input_per_mtok: float | None = None,
+        inference_output_per_mtok: float | None = None,
+    ) -> dict[str, Any]:
+        """New prices from now on (omitted meters keep theirs); earlier tokens keep their prices."""
+        with self._lock:
+            run = self._run(run_id)
+            now = self.now()
+            old = run.latest_price
+            new = ModelPrice(
+                model=old.model,
+                training_per_mtok=old.training_per_mtok if training_per_mtok is None else training_per_mtok,
+                inference_input_per_mtok=(
+                    old.inference_input_per_mtok if inference_input_per_mtok is None else inference_input_per_mtok
+                ),
+                inference_output_per_mtok=(
+                    old.inference_output_per_mtok if inference_output_per_mtok is None else inference_output_per_mtok
+                ),
+                assumed=old.assumed,
+            )
+            run.change_price(now, new)
+            segments = price_segments(run, now)
+        log.info("sim_run_repriced", run_id=run_id, segments=len(segments))
+        return {"run_id": run_id, "at": now, "pricing": price_dict(new), "price_segments": segments}
+
     def _run(self, run_id: str) -> SimRun:
         run = self.runs.get(run_id)
         if run is None:
@@ -206,6 +282,7 @@ class Engine:
             now = self.now()
             view = run.billed(now, meter_interval=self.meter_interval)
             status = run.status(now)
+            price = run.latest_price
         usage = view.usage
         return RunUsageResponse(
             run_id=run.run_id,
@@ -222,114 +299,63 @@ class Engine:
             total_tokens=usage.total_tokens,
             total_cost_usd=usage.total_cost_usd,
             pricing=RunPricing(
-                training_per_mtok=run.price.training_per_mtok,
-                inference_input_per_mtok=run.price.inference_input_per_mtok,
-                inference_output_per_mtok=run.price.inference_output_per_mtok,
+                training_per_mtok=price.training_per_mtok,
+                inference_input_per_mtok=price.inference_input_per_mtok,
+                inference_output_per_mtok=price.inference_output_per_mtok,
             ),
             record_count=view.record_count,
         )
-
-    def _billing_rows(self, wallet: SimWallet, now: float) -> tuple[list[BillingEntry], float]:
-        """All rows of a wallet, newest first by last_billed_at, and the billed run total."""
-        rows = list(wallet.static_rows)
-        billed = 0.0
-        for run in self.runs.values():
-            if run.wallet_id != wallet.wallet_id:
-                continue
-            view = run.billed(now, meter_interval=self.meter_interval)
-            if view.record_count == 0 or view.first_billed_at is None or view.last_billed_at is None:
-                continue
-            billed += view.usage.total_cost_usd
-            rows.append(
-                BillingEntry(
-                    id=f"bill_{run.run_id}",
-                    created_at=iso(view.first_billed_at),
-                    updated_at=iso(view.last_billed_at),
-                    last_billed_at=iso(view.last_billed_at),
-                    amount_usd=view.usage.total_cost_usd,
-                    currency=wallet.currency,
-                    resource_type="training",
-                    resource_id=run.run_id,
-                )
-            )
-        epoch = datetime.fromtimestamp(0, tz=UTC)
-        rows.sort(key=lambda row: (row.last_billed_at or epoch, row.id), reverse=True)
-        return rows, billed
 
     def wallet(self, *, team_id: str | None, limit: int, offset: int) -> WalletResponse:
         with self._lock:
             wallet = self.wallets.get(team_id)
             if wallet is None:
                 raise UnknownTeam(f"not a member of team {team_id!r}")
-            rows, billed = self._billing_rows(wallet, self.now())
+            now = self.now()
+            runs = [run for run in self.runs.values() if run.wallet_id == wallet.wallet_id]
+            billed = [(run, run.billed(now, meter_interval=self.meter_interval)) for run in runs]
+            spent = sum(view.usage.total_cost_usd for _, view in billed)
+            statics, currency, interval = wallet.static_rows, wallet.currency, self.meter_interval
+            if self.scenario.billing_rows == "per_record":
+                total, rows = per_record_page(
+                    runs=runs,
+                    statics=statics,
+                    now=now,
+                    currency=currency,
+                    meter_interval=interval,
+                    limit=limit,
+                    offset=offset,
+                )
+            else:
+                total, rows = per_run_page(
+                    billed=billed,
+                    statics=statics,
+                    currency=currency,
+                    meter_interval=interval,
+                    limit=limit,
+                    offset=offset,
+                )
         return WalletResponse(
             wallet_id=wallet.wallet_id,
             team_id=wallet.team_id,
-            balance_usd=wallet.starting_balance_usd - billed,
+            balance_usd=wallet.starting_balance_usd - spent,
             currency=wallet.currency,
-            total_billings=len(rows),
-            recent_billings=rows[offset : offset + limit],
+            total_billings=total,
+            recent_billings=rows,
         )
 
     # --- the ledger (admin API) --------------------------------------------------------------
 
     def run_ledger(self, run_id: str) -> dict[str, Any]:
         with self._lock:
-            return self._run_ledger(self._run(run_id), self.now())
-
-    def _run_ledger(self, run: SimRun, now: float) -> dict[str, Any]:
-        accrued = run.accrued(now)
-        view = run.billed(now, meter_interval=self.meter_interval)
-        end_at, reason = run.end()
-        ended = reason is not None and end_at <= now
-        return {
-            "run_id": run.run_id,
-            "name": run.name,
-            "base_model": run.base_model,
-            "team_id": run.team_id,
-            "wallet_id": run.wallet_id,
-            "source": run.source,
-            "job_id": run.job_id,
-            "status": run.status(now),
-            "created_at": run.created_at,
-            # A run deleted while queued never started.
-            "started_at": run.started_at if now >= run.started_at and end_at > run.started_at else None,
-            "ended_at": end_at if ended else None,
-            "end_reason": reason if ended else None,
-            "first_delete_at": run.first_delete_at,
-            "delete_count": run.delete_count,
-            "deletes": [{"at": at, "path": path} for at, path in run.deletes],
-            "max_steps": run.max_steps,
-            "step_seconds": run.step_seconds,
-            "steps_done": run.steps_done(now),
-            "running_seconds": run.running_seconds(now),
-            "rates_per_second": {
-                "training": run.rates.training,
-                "inference_input": run.rates.inference_input,
-                "inference_output": run.rates.inference_output,
-            },
-            "pricing": {
-                "training_per_mtok": run.price.training_per_mtok,
-                "inference_input_per_mtok": run.price.inference_input_per_mtok,
-                "inference_output_per_mtok": run.price.inference_output_per_mtok,
-                "assumed": run.price.assumed,
-            },
-            "accrued": accrued.as_dict(),
-            "billed": {
-                **view.usage.as_dict(),
-                "record_count": view.record_count,
-                "first_billed_at": view.first_billed_at,
-                "last_billed_at": view.last_billed_at,
-            },
-            "unbilled_cost_usd": accrued.total_cost_usd - view.usage.total_cost_usd,
-            "token_fingerprint": run.token_fingerprint,
-            "secrets_received": list(run.secrets_received),
-        }
+            return run_entry(self._run(run_id), self.now(), meter_interval=self.meter_interval)
 
     def ledger(self) -> dict[str, Any]:
         with self._lock:
             now = self.now()
-            runs = {run_id: self._run_ledger(run, now) for run_id, run in self.runs.items()}
+            runs = {
+                run_id: run_entry(run, now, meter_interval=self.meter_interval) for run_id, run in self.runs.items()
+            }
             wallets: dict[str, Any] = {}
             for wallet in self.wallets.values():
                 members = [r for r in runs.values() if r["wallet_id"] == wallet.wallet_id]

@@ -5,10 +5,14 @@ both delete paths), a probability (default 1), an optional `count` (it applies t
 matching requests, then expires) and an optional `run_id` filter. Faults are checked in the
 order they were added: every matching `latency` fault adds its delay, and the first matching
 fault of any other kind decides the answer.
+
+`override` scripts the answer: after the real handler ran (the request takes effect), a 2xx
+answer gets `set` deep-merged onto its JSON body, or is replaced by `raw_body` verbatim.
 """
 
 from __future__ import annotations
 
+import copy
 import random
 import threading
 from dataclasses import dataclass, field
@@ -17,13 +21,16 @@ from typing import Any, Literal
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 from monitor.durations import Duration
+from monitor.sim.rates import ConfigProblem
 
-FaultKind = Literal["latency", "error", "rate_limit", "hang", "malformed", "drift", "unauthorized"]
+FaultKind = Literal["latency", "error", "rate_limit", "hang", "malformed", "drift", "unauthorized", "override"]
 FaultEndpoint = Literal["usage", "wallet", "create", "delete", "any"]
 PUBLIC_ENDPOINTS = ("usage", "wallet", "create", "delete")
 
 # The longest a hang may last, so a forgotten fault cannot hold a socket forever.
 MAX_HANG_SECONDS = 3600.0
+# The largest raw_body an override may send (deep nesting and huge numbers fit well within it).
+MAX_RAW_BODY_CHARS = 16 * 1024 * 1024
 # What a drift fault drops when it does not name a field: a required field of each answer.
 DEFAULT_DRIFT_FIELD = {"usage": "total_cost_usd", "wallet": "balance_usd", "create": "runId", "delete": "deleted"}
 
@@ -45,6 +52,23 @@ class FaultSpec(BaseModel):
     retry_after: int = Field(default=1, ge=0, le=86400, description="rate_limit: Retry-After seconds")
     hang_seconds: Duration = Field(default=120.0, description="hang: how long before a 504")
     field: str | None = Field(default=None, description="drift: dotted path of the field to drop")
+    set: dict[str, Any] | None = Field(default=None, description="override: deep-merged onto the real JSON answer")
+    raw_body: str | None = Field(
+        default=None, max_length=MAX_RAW_BODY_CHARS, description="override: sent verbatim as the answer's body"
+    )
+
+    @model_validator(mode="after")
+    def _check_override(self) -> FaultSpec:
+        if self.kind == "override":
+            if (self.set is None) == (self.raw_body is None):
+                raise ConfigProblem("set", "an override fault needs exactly one of set or raw_body")
+            if self.set is not None and not self.set:
+                raise ConfigProblem("set", "must name at least one field")
+        else:
+            for name in ("set", "raw_body"):
+                if getattr(self, name) is not None:
+                    raise ConfigProblem(name, "only an override fault takes it")
+        return self
 
     @model_validator(mode="after")
     def _check_kind_fields(self) -> FaultSpec:
@@ -151,3 +175,28 @@ def drop_field(body: Any, dotted: str) -> bool:
         del node[parts[-1]]
         return True
     return False
+
+
+def _item_index(key: str, length: int) -> int | None:
+    return int(key) if key.isdigit() and int(key) < length else None
+
+
+def merge_patch(target: Any, patch: Any) -> Any:
+    """`patch` laid over `target` (changed in place where it can be) and returned.
+
+    Objects merge key by key, recursively; a key the target lacks is added. An object whose
+    keys are item numbers ("0", "3") patches those items of a list (numbers past its end are
+    ignored). Anything else replaces the target's value: null sets a field to null (use a
+    drift fault to drop it), a list replaces the whole list.
+    """
+    if isinstance(patch, dict) and isinstance(target, dict):
+        for key, value in patch.items():
+            target[key] = merge_patch(target[key], value) if key in target else copy.deepcopy(value)
+        return target
+    if isinstance(patch, dict) and isinstance(target, list) and patch and all(k.isdigit() for k in patch):
+        for key, value in patch.items():
+            index = _item_index(key, len(target))
+            if index is not None:
+                target[index] = merge_patch(target[index], value)
+        return target
+    return copy.deepcopy(patch)

@@ -10,7 +10,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from importlib import resources
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationError, model_validator
 
@@ -116,6 +116,9 @@ class Scenario(_Strict):
     meter_interval: Duration = Field(default=60.0, description="seconds between usage records (billing lag)")
     speed: float = Field(default=1.0, gt=0, le=100_000, description="simulated seconds per real second")
     seed: int = 0
+    billing_rows: Literal["per_run", "per_record"] = Field(
+        default="per_run", description="wallet rows: one per run, or one per landed usage record"
+    )
     request_log_size: int = Field(default=500, ge=1, le=100_000)
     defaults: Defaults = Field(default_factory=Defaults)
     wallets: list[WalletSpec] = Field(default_factory=lambda: [WalletSpec()])
@@ -228,8 +231,12 @@ def scenario_from_dict(data: Mapping[str, Any], *, source: str = "scenario") -> 
         lines = [f"{source}: invalid scenario"]
         for item in exc.errors(include_url=False, include_input=False):
             message = str(item["msg"]).removeprefix("Value error, ")
+            loc = tuple(item["loc"])
+            problem = item.get("ctx", {}).get("error")
+            if isinstance(problem, ConfigProblem):  # a check that names its own field
+                loc, message = (*loc, *problem.param.split(".")), problem.details
             # Cross-field checks name their own field (`runs[0].team_id: ...`).
-            lines.append(f"  {_format_loc(tuple(item['loc']))}: {message}" if item["loc"] else f"  {message}")
+            lines.append(f"  {_format_loc(loc)}: {message}" if loc else f"  {message}")
         raise ScenarioError("\n".join(lines)) from None
 
 

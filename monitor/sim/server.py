@@ -22,7 +22,7 @@ from monitor.sim.admin import ADMIN_TOKEN_HEADER, add_admin_routes, admin_errors
 from monitor.sim.api import ENDPOINT_OF_ROUTE, add_public_routes
 from monitor.sim.context import SIM_CONTEXT, SimContext, detail, unauthorized
 from monitor.sim.engine import Engine
-from monitor.sim.faults import FaultBook, FaultSpec, drop_field
+from monitor.sim.faults import FaultBook, FaultSpec, drop_field, merge_patch
 from monitor.sim.requestlog import LoggedRequest, RequestLog
 from monitor.sim.scenario import Scenario, load_scenario
 from monitor.sim.simclock import ScaledClock
@@ -31,6 +31,8 @@ log = structlog.get_logger(__name__)
 
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 
+# Admin bodies may carry 10,000 runs (bulk add) or a large scripted raw_body.
+MAX_REQUEST_BYTES = 64 * 1024 * 1024
 # Proxies in front of the real API answer 502/504 with HTML, the app itself with JSON.
 _HTML_STATUSES = {502: "Bad Gateway", 504: "Gateway Timeout"}
 _JSON_STATUSES = {500: "Internal Server Error", 503: "Service Unavailable"}
@@ -91,6 +93,12 @@ def _after(fault: FaultSpec, endpoint: str, response: web.StreamResponse) -> web
         body = json.loads(text)
         drop_field(body, fault.drift_field(endpoint))
         return web.json_response(body, status=response.status)
+    if fault.kind == "override" and 200 <= response.status < 300:
+        if fault.raw_body is not None:
+            return web.Response(status=response.status, text=fault.raw_body, content_type="application/json")
+        # json.dumps writes NaN, Infinity and 1e300 as given: the script decides what is sent.
+        patched = merge_patch(json.loads(text), fault.set)
+        return web.Response(status=response.status, text=json.dumps(patched), content_type="application/json")
     return response
 
 
@@ -145,7 +153,7 @@ async def sim_middleware(request: web.Request, handler: Handler) -> web.StreamRe
 
 
 def build_app(ctx: SimContext) -> web.Application:
-    app = web.Application(middlewares=[sim_middleware, admin_errors])
+    app = web.Application(middlewares=[sim_middleware, admin_errors], client_max_size=MAX_REQUEST_BYTES)
     app[SIM_CONTEXT] = ctx
     add_public_routes(app)
     add_admin_routes(app)

@@ -21,6 +21,18 @@ None for TEST_SCENARIO. It yields a `SimulatorHandle`:
   `faults() -> list`, `clear_faults()`, `ledger() -> dict`, `run_ledger(run_id) -> dict`,
   `requests() -> dict`, `request_count(endpoint, status=None) -> int`, `reset_requests()`,
   `advance(seconds) -> new simulated now` (manual clock only), `now() -> float`.
+- Billing extras (each acts at the simulated now, so on a manual clock: at the time advanced to):
+  `add_runs(list_of_run_dicts) -> [run ids]` (one request, all or none: 1,000s of runs at once),
+  `correct_run(run_id, *, fraction, records=0) -> correction entry` (a billing correction: the
+  run's billed and accrued usage drop by `fraction` on every meter, record_count by `records`),
+  `set_pricing(run_id, **prices) -> {"run_id", "at", "pricing", "price_segments"}` (any of
+  training_per_mtok, inference_input_per_mtok, inference_output_per_mtok, from now on),
+  `override_answer(*, endpoint="any", set=None, raw_body=None, **filters) -> fault id` (a
+  scripted 2xx answer: `set` deep-merged onto the real JSON, or `raw_body` sent verbatim;
+  filters: run_id, count, probability).
+- Public API reads, for asserting what a client sees: `usage(run_id) -> dict`,
+  `wallet(team_id=None, *, limit=20, offset=0) -> dict`, `wallet_rows(team_id=None) -> [rows]`
+  (every row, paged 100 at a time, newest first).
 
 TEST_SCENARIO (ids are stable; the manual clock starts at 1_800_000_000, a multiple of 60):
 - `run-qwen4b` personal wallet, Qwen/Qwen3.5-4B, rates 1000/600/400 tok/s (train/in/out),
@@ -34,6 +46,7 @@ Wallets: personal (`wallet-personal`, $1000, one static compute row) and `team-a
 from __future__ import annotations
 
 import asyncio
+import json
 import threading
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -107,6 +120,8 @@ class SimulatorHandle:
         self._admin = httpx.Client(
             base_url=self.base_url, headers={ADMIN_TOKEN_HEADER: self.admin_token}, timeout=_SAFETY_TIMEOUT
         )
+        # One client for public reads too: a client per call would build an SSL context each time.
+        self._api = httpx.Client(base_url=self.base_url, headers=self.auth_headers, timeout=_SAFETY_TIMEOUT)
 
     def __repr__(self) -> str:
         return f"SimulatorHandle(base_url={self.base_url!r})"
@@ -121,9 +136,13 @@ class SimulatorHandle:
 
     def close(self) -> None:
         self._admin.close()
+        self._api.close()
 
-    def _call(self, method: str, path: str, json: Any = None) -> Any:
-        response = self._admin.request(method, path, json=json)
+    def _call(self, method: str, path: str, body: Any = None) -> Any:
+        # Encoded here, not by httpx, so a scripted answer may carry NaN or Infinity.
+        content = None if body is None else json.dumps(body).encode()
+        headers = {} if body is None else {"Content-Type": "application/json"}
+        response = self._admin.request(method, path, content=content, headers=headers)
         if response.status_code >= 400:
             raise AssertionError(f"admin {method} {path} -> {response.status_code}: {response.text}")
         return response.json()
@@ -158,6 +177,54 @@ class SimulatorHandle:
 
     def reset_requests(self) -> None:
         self._call("DELETE", "/_sim/requests")
+
+    def add_runs(self, runs: list[dict[str, Any]]) -> list[str]:
+        return [str(run_id) for run_id in self._call("POST", "/_sim/runs/bulk", {"runs": runs})["run_ids"]]
+
+    def correct_run(self, run_id: str, *, fraction: float, records: int = 0) -> dict[str, Any]:
+        body = {"fraction": fraction, "records": records}
+        return dict(self._call("POST", f"/_sim/runs/{run_id}/correction", body)["correction"])
+
+    def set_pricing(self, run_id: str, **prices: float) -> dict[str, Any]:
+        return dict(self._call("POST", f"/_sim/runs/{run_id}/pricing", prices))
+
+    def override_answer(
+        self,
+        *,
+        endpoint: str = "any",
+        set: dict[str, Any] | None = None,
+        raw_body: str | None = None,
+        **filters: Any,
+    ) -> str:
+        fields = {"kind": "override", "endpoint": endpoint, **filters}
+        if set is not None:
+            fields["set"] = set
+        if raw_body is not None:
+            fields["raw_body"] = raw_body
+        return self.add_fault(**fields)
+
+    def _public(self, path: str, params: dict[str, Any] | None = None) -> Any:
+        response = self._api.get(path, params=params)
+        if response.status_code != 200:
+            raise AssertionError(f"GET {path} -> {response.status_code}: {response.text}")
+        return response.json()
+
+    def usage(self, run_id: str) -> dict[str, Any]:
+        return dict(self._public(f"/api/v1/billing/runs/{run_id}/usage"))
+
+    def wallet(self, team_id: str | None = None, *, limit: int = 20, offset: int = 0) -> dict[str, Any]:
+        params: dict[str, Any] = {"limit": limit, "offset": offset}
+        if team_id is not None:
+            params["teamId"] = team_id
+        return dict(self._public("/api/v1/billing/wallet", params))
+
+    def wallet_rows(self, team_id: str | None = None) -> list[dict[str, Any]]:
+        rows: list[dict[str, Any]] = []
+        while True:
+            page = self.wallet(team_id, limit=100, offset=len(rows))
+            rows.extend(page["recent_billings"])
+            if not page["recent_billings"] or len(rows) >= page["total_billings"]:
+                return rows
 
     def advance(self, seconds: float) -> float:
         return float(self._call("POST", "/_sim/clock/advance", {"seconds": seconds})["now"])
