@@ -16,7 +16,11 @@ from monitor.readings import ReadingModel, WalletModel, with_derived_split
 from monitor.snapshots import RunSnapshot, WalletSnapshot
 
 # Qwen3.5-4B prices: $0.10 in / $0.30 out / $0.30 training per Mtok.
-PRICES = {"training_price_per_mtok": 0.30, "inference_input_price_per_mtok": 0.10, "inference_output_price_per_mtok": 0.30}
+PRICES = {
+    "training_price_per_mtok": 0.30,
+    "inference_input_price_per_mtok": 0.10,
+    "inference_output_price_per_mtok": 0.30,
+}
 
 
 def reading(at: float, *, train: int, inp: int, out: int, records: int, **override: float) -> RunSnapshot:

@@ -23,7 +23,9 @@ from pydantic import BaseModel, ConfigDict, Field, model_validator
 from monitor.durations import Duration
 from monitor.sim.rates import ConfigProblem
 
-FaultKind = Literal["latency", "error", "rate_limit", "hang", "malformed", "drift", "unauthorized", "override"]
+FaultKind = Literal[
+    "latency", "error", "rate_limit", "hang", "malformed", "drift", "unauthorized", "forbidden", "override"
+]
 FaultEndpoint = Literal["usage", "wallet", "create", "delete", "any"]
 PUBLIC_ENDPOINTS = ("usage", "wallet", "create", "delete")
 

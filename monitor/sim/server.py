@@ -74,6 +74,9 @@ async def _before(ctx: SimContext, fault: FaultSpec) -> web.StreamResponse | Non
         return detail("Too Many Requests", status=429, headers={"Retry-After": str(fault.retry_after)})
     if fault.kind == "unauthorized":
         return unauthorized("Invalid API key")
+    if fault.kind == "forbidden":
+        # The key is valid but may not touch this resource (another team's run).
+        return detail("Not allowed to access this run", status=403)
     return None
 
 
