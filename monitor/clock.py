@@ -48,6 +48,10 @@ class ManualClock:
         self._now += seconds
         self._mono += seconds
 
+    def jump(self, seconds: float) -> None:
+        """The host's wall clock steps (NTP, a VM resumed, a person): the monotonic clock does not."""
+        self._now += seconds
+
     async def sleep(self, seconds: float) -> None:
         self.sleeps.append(seconds)
         self.advance(seconds)

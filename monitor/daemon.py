@@ -118,17 +118,30 @@ class Daemon:
         self._mark_hot()
         self.parts.poller.start_due_runs()
 
-    async def run_once(self) -> PassResult:
-        """One full pass (`run --once`, `check`): wallet and discovery, every run, rules, outbox, enforcement."""
+    async def start(self) -> None:
+        """What a start does before the first pass: the runs already known, open countdowns and intents."""
+        self.parts.poller.restore()
+        await self.parts.enforcer.reconcile()
+
+    async def one_pass(self, *, all_runs: bool = False, housekeeping: bool = True) -> None:
+        """Every job once, in pipeline order, waiting for each run's read: what the scheduler spreads
+        over time, in one call (`run --once`, `check`, and in-process tests on a manual clock)."""
         parts = self.parts
-        parts.poller.restore()
-        await parts.enforcer.reconcile()
         await self.poll_wallet()
-        parts.poller.watch.make_all_due()
+        if all_runs:
+            parts.poller.watch.make_all_due()
         self._mark_hot()
         await parts.poller.poll_due_runs()
         await parts.enforcer.tick()
+        if housekeeping:
+            await self._housekeeping()
         await parts.dispatcher.deliver_due()
+
+    async def run_once(self) -> PassResult:
+        """One full pass (`run --once`, `check`): wallet and discovery, every run, rules, outbox, enforcement."""
+        parts = self.parts
+        await self.start()
+        await self.one_pass(all_runs=True, housekeeping=False)
         return PassResult.from_runtime(
             parts.runtime, watched=parts.poller.watch.active(), settings=parts.settings, now_mono=self.clock.monotonic()
         )
@@ -206,8 +219,7 @@ class Daemon:
         if self.server is not None:
             await self.server.start()
             log.info("http_listening", url=self.server.url)
-        parts.poller.restore()
-        await parts.enforcer.reconcile()
+        await self.start()
         parts.runtime.beat(at=self.clock.now(), mono=self.clock.monotonic())
         log.info(
             "daemon_started",
