@@ -214,7 +214,7 @@ async def test_concurrency_is_bounded(simulator: SimulatorHandle) -> None:
     async with make_client(simulator, max_concurrency=2) as client:
         in_flight = 0
         peak = 0
-        original = client._http.request
+        original = client._http.send
 
         async def counting(*args: Any, **kwargs: Any) -> Any:
             nonlocal in_flight, peak
@@ -225,7 +225,7 @@ async def test_concurrency_is_bounded(simulator: SimulatorHandle) -> None:
             finally:
                 in_flight -= 1
 
-        client._http.request = counting  # type: ignore[method-assign]
+        client._http.send = counting  # type: ignore[method-assign]
         await asyncio.gather(*(client.get_run_usage("run-qwen4b") for _ in range(6)))
     assert peak == 2
 

@@ -1,7 +1,9 @@
 """Counts of public API requests per endpoint and status, and a bounded log of recent ones.
 
 Only the method, path, endpoint, status, time and the fault applied are kept: never headers,
-query strings or bodies, so no key or token can end up here.
+query strings or bodies, so no key or token can end up here. `path` is the decoded path the router
+matched; `raw_path` is the path exactly as it arrived on the wire (percent-encoding kept, the query
+string cut off), so tests can assert how a client encoded a run id.
 """
 
 from __future__ import annotations
@@ -16,6 +18,7 @@ from typing import Any
 class LoggedRequest:
     method: str
     path: str
+    raw_path: str
     endpoint: str
     status: int
     at: float

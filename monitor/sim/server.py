@@ -145,6 +145,7 @@ async def sim_middleware(request: web.Request, handler: Handler) -> web.StreamRe
         LoggedRequest(
             method=request.method,
             path=request.path,
+            raw_path=request.raw_path.split("?", 1)[0],
             endpoint=endpoint,
             status=response.status,
             at=ctx.engine.now(),
