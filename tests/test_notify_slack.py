@@ -192,12 +192,17 @@ async def test_fake_accepts_form_encoded_posts_and_auth_test(fake_slack: FakeSla
     assert message == {
         "source": "api",
         "channel": "#x",
+        "channel_id": form["channel"],
         "text": "hello",
         "blocks": [{"type": "divider"}],
         "thread_ts": "1.000001",
         "ts": form["ts"],
+        "metadata": None,
+        "received_at": message["received_at"],
         "auth_ok": True,
     }
+    # Like Slack: a channel named for the first time gets an id, and the answer carries the id.
+    assert form["channel"] == fake_slack.channel_id("#x") and form["channel"].startswith("C")
 
 
 async def test_fake_rejects_missing_token_and_oversized_blocks(fake_slack: FakeSlack) -> None:

@@ -3,21 +3,32 @@
 An aiohttp server on 127.0.0.1 (a free port) that answers:
 
 - ``POST /api/chat.postMessage`` (JSON or form-encoded). Checks the Bearer token (missing:
-  ``not_authed``, wrong: ``invalid_auth``), needs ``channel`` and ``text`` or ``blocks``, checks the
-  blocks against Slack's limits like the real service (``invalid_blocks``: header <= 150 chars,
-  section text <= 3000, <= 10 fields of <= 2000, <= 50 blocks, ...), and answers
-  ``{"ok": true, "channel": ..., "ts": "<unique ts>", "message": {...}}``.
+  ``not_authed``, wrong: ``invalid_auth``) and the ``chat:write`` scope, needs ``channel`` and
+  ``text`` or ``blocks``, checks the blocks against Slack's limits like the real service
+  (``invalid_blocks``: header <= 150 chars, section text <= 3000, <= 10 fields of <= 2000, <= 50
+  blocks, ...) and ``metadata`` (``event_type`` + ``event_payload``), and answers
+  ``{"ok": true, "channel": "<channel id>", "ts": "<unique ts>", "message": {...}}``. A channel
+  named for the first time gets an id (``C00000001``); posting to an unknown id is ``channel_not_found``.
+- ``GET|POST /api/conversations.history`` and ``/api/conversations.replies``: Slack's paging,
+  windows and metadata rules (see tests/support/fake_slack_model.py); they need ``channels:history``.
 - ``POST /api/auth.test`` (token checked the same way).
 - ``POST /services/T000/B000/XXX``: an incoming webhook; JSON with text and/or blocks; answers ``ok``.
 
 It records every accepted message in ``messages`` (dicts with ``source`` "api" or "webhook",
-``channel``, ``text``, ``blocks``, ``thread_ts``, ``ts``, ``auth_ok``) and every request in
-``requests`` (``method``, ``path``, ``status``, ``auth_ok``, ``error``). Tokens are never recorded.
+``channel`` (as given), ``channel_id``, ``text``, ``blocks``, ``thread_ts``, ``ts``, ``metadata``,
+``received_at`` (time.monotonic()), ``auth_ok``) and every request in ``requests`` (``method``,
+``path``, ``status``, ``auth_ok``, ``error``). Tokens are never recorded. Message ``ts`` values are
+the fake's clock (``time.time`` unless ``set_clock``), unique and increasing, as Slack's are.
 
-Fault controls (each answers the next N requests, API and webhook alike, first in first out):
-``fail_next(n, status=500)``, ``rate_limit_next(n, retry_after=1)`` (429 with ``Retry-After``),
-``invalid_auth_next(n)`` (``{"ok": false, "error": "invalid_auth"}``), ``error_next(n, error=...)``
-(any Slack error code, HTTP 200 like Slack). ``reset()`` clears records and faults.
+Fault controls. Queued, each answering the next N requests, API and webhook alike, first in first
+out: ``fail_next(n, status=500)``, ``rate_limit_next(n, retry_after=1)`` (429 with ``Retry-After``),
+``invalid_auth_next(n)``, ``error_next(n, error=...)`` (any Slack error code, HTTP 200 like Slack),
+``stall_next(n, seconds)`` (the request is carried out, the answer comes ``seconds`` later: a
+client timeout or a sender killed mid-request). Lasting until ``end_outage()``, after any queued
+ones: ``set_outage(status=500)`` or ``set_outage(status=429, retry_after=...)``. Connection refused:
+``await close_listener()`` / ``await reopen_listener()`` (same port), or ``go_offline()`` /
+``go_online()`` from another thread in thread mode. Scopes: ``scopes`` (a set; drop
+``channels:history`` to make reads answer ``missing_scope``). ``reset()`` clears records and faults.
 
 Two ways to run it:
 
@@ -30,7 +41,7 @@ Two ways to run it:
 Attributes for clients: ``base_url`` (ends in ``/api/`` as slack-sdk's ``base_url`` expects),
 ``token``, ``channel`` (a default channel name to configure), ``webhook_url``.
 Waiting: ``wait_for_messages(n, timeout=10)`` (blocking; thread mode) and
-``await wait_for_messages_async(n, seconds=10)``.
+``await wait_for_messages_async(n, seconds=10)``. ``dedup_keys()`` lists the metadata keys posted.
 """
 
 from __future__ import annotations
@@ -40,7 +51,7 @@ import json
 import threading
 import time
 from collections import deque
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator, Callable, Iterator
 from contextlib import asynccontextmanager, contextmanager
 from dataclasses import dataclass
 from typing import Any
@@ -48,69 +59,23 @@ from typing import Any
 import pytest
 from aiohttp import web
 
+from tests.support.fake_slack_model import Conversations, block_errors, metadata_problem
+
+__all__ = ["DEFAULT_TOKEN", "FakeSlack", "block_errors", "fake_slack", "fake_slack_async", "run_fake_slack"]
+
 DEFAULT_TOKEN = "xoxb-fake-0000-test-token"
 WEBHOOK_PATH = "/services/T000/B000/XXX"
+DEFAULT_SCOPES = frozenset({"chat:write", "channels:history", "groups:history"})
+_READS = {"conversations.history", "conversations.replies"}
 
 
 @dataclass(frozen=True)
 class _Fault:
-    kind: str  # "status" | "rate_limit" | "error"
+    kind: str  # "status" | "rate_limit" | "error" | "stall"
     status: int = 500
     retry_after: float = 1.0
     error: str = ""
-
-
-def block_errors(blocks: Any) -> list[str]:
-    """What the real Slack would reject in these blocks (a subset of its checks, the ones we rely on)."""
-    if not isinstance(blocks, list):
-        return ["blocks must be an array"]
-    problems: list[str] = []
-    if len(blocks) > 50:
-        problems.append(f"{len(blocks)} blocks, max 50")
-
-    def text_ok(where: str, obj: Any, limit: int, kinds: tuple[str, ...] = ("plain_text", "mrkdwn")) -> None:
-        if not isinstance(obj, dict) or obj.get("type") not in kinds or not isinstance(obj.get("text"), str):
-            problems.append(f"{where}: not a text object of type {kinds}")
-            return
-        if not 1 <= len(obj["text"]) <= limit:
-            problems.append(f"{where}: text length {len(obj['text'])} not in 1..{limit}")
-
-    for i, block in enumerate(blocks):
-        kind = block.get("type") if isinstance(block, dict) else None
-        where = f"blocks[{i}]({kind})"
-        if kind == "header":
-            text_ok(where, block.get("text"), 150, ("plain_text",))
-        elif kind == "section":
-            if "text" not in block and "fields" not in block:
-                problems.append(f"{where}: needs text or fields")
-            if "text" in block:
-                text_ok(where, block["text"], 3000)
-            fields = block.get("fields", [])
-            if not isinstance(fields, list) or len(fields) > 10:
-                problems.append(f"{where}: at most 10 fields")
-            else:
-                for j, field in enumerate(fields):
-                    text_ok(f"{where}.fields[{j}]", field, 2000)
-        elif kind == "context":
-            elements = block.get("elements")
-            if not isinstance(elements, list) or not 1 <= len(elements) <= 10:
-                problems.append(f"{where}: 1..10 elements")
-            else:
-                for j, element in enumerate(elements):
-                    text_ok(f"{where}.elements[{j}]", element, 3000)
-        elif kind == "actions":
-            elements = block.get("elements")
-            if not isinstance(elements, list) or not 1 <= len(elements) <= 25:
-                problems.append(f"{where}: 1..25 elements")
-            else:
-                for j, element in enumerate(elements):
-                    text_ok(f"{where}.elements[{j}].text", element.get("text"), 75, ("plain_text",))
-                    url = element.get("url")
-                    if url is not None and (not isinstance(url, str) or len(url) > 3000):
-                        problems.append(f"{where}.elements[{j}].url: max 3000 chars")
-        elif kind not in ("divider", "image", "rich_text", "markdown"):
-            problems.append(f"{where}: unknown block type")
-    return problems
+    seconds: float = 0.0
 
 
 class FakeSlack:
@@ -121,13 +86,17 @@ class FakeSlack:
         self.channel = channel
         self.host = "127.0.0.1"
         self.port = 0
+        self.scopes: set[str] = set(DEFAULT_SCOPES)
         self._lock = threading.Condition()
         self._messages: list[dict[str, Any]] = []
         self._requests: list[dict[str, Any]] = []
         self._faults: deque[_Fault] = deque()
-        self._ts_base = int(time.time())
-        self._ts_counter = 0
+        self._outage: _Fault | None = None
+        self._conversations = Conversations(self._messages)
+        self._clock: Callable[[], float] = time.time
+        self._last_ts = 0.0
         self._runner: web.AppRunner | None = None
+        self._loop: asyncio.AbstractEventLoop | None = None
 
     # -- addresses --------------------------------------------------------------------------------
 
@@ -142,6 +111,23 @@ class FakeSlack:
     @property
     def webhook_url(self) -> str:
         return f"{self.root_url}{WEBHOOK_PATH}"
+
+    def channel_id(self, name: str) -> str:
+        """The id Slack gives this channel (created if new), e.g. to configure a channel by id."""
+        with self._lock:
+            channel_id = self._conversations.channel_id(name)
+        assert channel_id is not None, f"{name!r} looks like an id the fake never gave out"
+        return channel_id
+
+    def set_clock(self, now: Callable[[], float]) -> None:
+        """Where message ts come from (a test's manual clock: the monitor and Slack then agree)."""
+        with self._lock:
+            self._clock = now
+
+    def set_max_page_size(self, size: int) -> None:
+        """Cap `limit` of history/replies, as Slack does (15 for apps outside the Marketplace)."""
+        with self._lock:
+            self._conversations.max_page_size = size
 
     # -- records ----------------------------------------------------------------------------------
 
@@ -160,6 +146,14 @@ class FakeSlack:
     def replies(self, ts: str) -> list[dict[str, Any]]:
         """The messages posted in the thread of the message with this ts."""
         return [m for m in self.messages if m.get("thread_ts") == ts]
+
+    def dedup_keys(self) -> list[str | None]:
+        """The dedup key in each message's metadata, in posting order (None: no metadata)."""
+        keys: list[str | None] = []
+        for message in self.messages:
+            metadata = message.get("metadata") or {}
+            keys.append((metadata.get("event_payload") or {}).get("dedup_key"))
+        return keys
 
     def wait_for_messages(self, count: int, *, timeout: float = 10.0) -> list[dict[str, Any]]:
         """Block until at least `count` messages arrived (thread mode); raises TimeoutError otherwise."""
@@ -191,30 +185,49 @@ class FakeSlack:
     def error_next(self, n: int, error: str) -> None:
         self._add_faults(n, _Fault("error", error=error))
 
+    def stall_next(self, n: int, seconds: float) -> None:
+        self._add_faults(n, _Fault("stall", seconds=seconds))
+
+    def set_outage(self, *, status: int = 500, retry_after: float = 1.0) -> None:
+        """Every request fails (after any queued faults) until end_outage(): 429s carry Retry-After."""
+        kind = "rate_limit" if status == 429 else "status"
+        with self._lock:
+            self._outage = _Fault(kind, status=status, retry_after=retry_after)
+
+    def end_outage(self) -> None:
+        with self._lock:
+            self._outage = None
+
     def reset(self) -> None:
         with self._lock:
             self._messages.clear()
             self._requests.clear()
             self._faults.clear()
+            self._outage = None
 
     def _add_faults(self, n: int, fault: _Fault) -> None:
         with self._lock:
             self._faults.extend([fault] * n)
 
-    # -- server -----------------------------------------------------------------------------------
+    # -- the listener -----------------------------------------------------------------------------
 
     def app(self) -> web.Application:
         app = web.Application()
         app.router.add_post("/api/chat.postMessage", self._post_message)
         app.router.add_post("/api/auth.test", self._auth_test)
+        for method in _READS:
+            app.router.add_route("GET", f"/api/{method}", self._read_messages)
+            app.router.add_route("POST", f"/api/{method}", self._read_messages)
         app.router.add_post("/api/{method}", self._unknown_method)
         app.router.add_post(WEBHOOK_PATH, self._webhook)
         return app
 
     async def start(self) -> None:
-        self._runner = web.AppRunner(self.app(), access_log=None)
+        self._loop = asyncio.get_running_loop()
+        # A short shutdown: closing the listener mid-request (an outage) must not wait a minute.
+        self._runner = web.AppRunner(self.app(), access_log=None, shutdown_timeout=1.0)
         await self._runner.setup()
-        site = web.TCPSite(self._runner, self.host, 0)
+        site = web.TCPSite(self._runner, self.host, self.port)
         await site.start()
         self.port = int(self._runner.addresses[0][1])
 
@@ -223,13 +236,36 @@ class FakeSlack:
             await self._runner.cleanup()
             self._runner = None
 
+    async def close_listener(self) -> None:
+        """Stop listening and drop open connections: clients get connection refused."""
+        await self.stop()
+
+    async def reopen_listener(self) -> None:
+        """Listen again on the same port (records and controls are kept)."""
+        if self._runner is None:
+            await self.start()
+
+    def go_offline(self) -> None:
+        """close_listener() from another thread (thread mode)."""
+        self._on_server_loop(self.close_listener())
+
+    def go_online(self) -> None:
+        """reopen_listener() from another thread (thread mode)."""
+        self._on_server_loop(self.reopen_listener())
+
+    def _on_server_loop(self, work: Any) -> None:
+        assert self._loop is not None, "the fake is not running"
+        asyncio.run_coroutine_threadsafe(work, self._loop).result(timeout=10)
+
+    # -- answering --------------------------------------------------------------------------------
+
     def _log_request(self, request: web.Request, *, status: int, auth_ok: bool | None, error: str | None) -> None:
         self._requests.append(
             {"method": request.method, "path": request.path, "status": status, "auth_ok": auth_ok, "error": error}
         )
 
     def _take_fault(self) -> _Fault | None:
-        return self._faults.popleft() if self._faults else None
+        return self._faults.popleft() if self._faults else self._outage
 
     def _fault_response(self, request: web.Request, fault: _Fault, *, auth_ok: bool | None) -> web.Response:
         if fault.kind == "rate_limit":
@@ -249,19 +285,23 @@ class FakeSlack:
         return web.json_response({"ok": False, "error": fault.error})
 
     async def _read_params(self, request: web.Request) -> dict[str, Any]:
+        params: dict[str, Any] = dict(request.query)
+        if request.method == "GET":
+            return params
         if request.content_type == "application/json":
             try:
                 body = await request.json()
             except json.JSONDecodeError:
                 return {"__invalid__": True}
-            return body if isinstance(body, dict) else {"__invalid__": True}
+            return {**params, **body} if isinstance(body, dict) else {"__invalid__": True}
         form = await request.post()
-        params: dict[str, Any] = {key: str(value) for key, value in form.items()}
-        if isinstance(params.get("blocks"), str):
-            try:
-                params["blocks"] = json.loads(params["blocks"])
-            except json.JSONDecodeError:
-                params["blocks"] = "<unparsable>"
+        params.update({key: str(value) for key, value in form.items()})
+        for key in ("blocks", "metadata"):
+            if isinstance(params.get(key), str):
+                try:
+                    params[key] = json.loads(params[key])
+                except json.JSONDecodeError:
+                    params[key] = "<unparsable>"
         return params
 
     def _auth_error(self, request: web.Request, params: dict[str, Any]) -> str | None:
@@ -271,63 +311,111 @@ class FakeSlack:
             return "not_authed"
         return None if token == self.token else "invalid_auth"
 
+    def _missing_scope(self, scope: str) -> dict[str, Any] | None:
+        if scope in self.scopes:
+            return None
+        return {"ok": False, "error": "missing_scope", "needed": scope, "provided": ",".join(sorted(self.scopes))}
+
     def _next_ts(self) -> str:
-        self._ts_counter += 1
-        return f"{self._ts_base + self._ts_counter // 1_000_000}.{self._ts_counter % 1_000_000:06d}"
+        # Slack's ts is the post's time, unique per channel; keep it unique and increasing.
+        self._last_ts = max(self._clock(), self._last_ts + 0.000001)
+        return f"{self._last_ts:.6f}"
+
+    async def _stall(self, fault: _Fault | None) -> None:
+        if fault is not None and fault.kind == "stall":
+            await asyncio.sleep(fault.seconds)
+
+    def _post_problem(self, params: dict[str, Any]) -> tuple[str | None, list[str], dict[str, Any] | None]:
+        """(error, block problems, extra answer fields) for a chat.postMessage, or (None, [], None)."""
+        if params.get("__invalid__"):
+            return "invalid_json", [], None
+        scope = self._missing_scope("chat:write")
+        if scope is not None:
+            return "missing_scope", [], scope
+        channel = params.get("channel")
+        if not channel or self._conversations.channel_id(str(channel)) is None:
+            return "channel_not_found", [], None
+        if not params.get("text") and not params.get("blocks"):
+            return "no_text", [], None
+        problem = metadata_problem(params.get("metadata"))
+        if problem is not None:
+            return problem, [], None
+        if "blocks" in params:
+            problems = block_errors(params["blocks"])
+            if problems:
+                return "invalid_blocks", problems, None
+        return None, [], None
 
     async def _post_message(self, request: web.Request) -> web.Response:
         params = await self._read_params(request)
         auth_error = self._auth_error(request, params)
         with self._lock:
             fault = self._take_fault()
-            if fault is not None:
+            if fault is not None and fault.kind != "stall":
                 return self._fault_response(request, fault, auth_ok=auth_error is None)
-            error: str | None = auth_error
-            problems: list[str] = []
-            if error is None and params.get("__invalid__"):
-                error = "invalid_json"
-            elif error is None and not params.get("channel"):
-                error = "channel_not_found"
-            elif error is None and not params.get("text") and not params.get("blocks"):
-                error = "no_text"
-            elif error is None and "blocks" in params:
-                problems = block_errors(params["blocks"])
-                error = "invalid_blocks" if problems else None
+            error, problems, extra = (auth_error, [], None) if auth_error else self._post_problem(params)
             if error is not None:
                 self._log_request(request, status=200, auth_ok=auth_error is None, error=error)
-                answer: dict[str, Any] = {"ok": False, "error": error}
+                answer: dict[str, Any] = {"ok": False, "error": error, **(extra or {})}
                 if problems:
                     answer["errors"] = problems
                 return web.json_response(answer)
+            channel_id = self._conversations.channel_id(str(params["channel"]))
             ts = self._next_ts()
             message = {
                 "source": "api",
                 "channel": params["channel"],
+                "channel_id": channel_id,
                 "text": params.get("text"),
                 "blocks": params.get("blocks"),
                 "thread_ts": params.get("thread_ts"),
                 "ts": ts,
+                "metadata": params.get("metadata"),
+                "received_at": time.monotonic(),
                 "auth_ok": True,
             }
             self._messages.append(message)
             self._log_request(request, status=200, auth_ok=True, error=None)
             self._lock.notify_all()
+        await self._stall(fault)
         body = {
             "ok": True,
-            "channel": params["channel"],
+            "channel": channel_id,
             "ts": ts,
             "message": {"type": "message", "text": message["text"], "ts": ts, "thread_ts": message["thread_ts"]},
         }
         return web.json_response(body)
+
+    async def _read_messages(self, request: web.Request) -> web.Response:
+        method = request.path.rsplit("/", 1)[-1]
+        params = await self._read_params(request)
+        auth_error = self._auth_error(request, params)
+        with self._lock:
+            fault = self._take_fault()
+            if fault is not None and fault.kind != "stall":
+                return self._fault_response(request, fault, auth_ok=auth_error is None)
+            answer: dict[str, Any]
+            if auth_error is not None:
+                answer = {"ok": False, "error": auth_error}
+            else:
+                answer = self._missing_scope("channels:history") or (
+                    self._conversations.history(params)
+                    if method == "conversations.history"
+                    else self._conversations.replies(params)
+                )
+            self._log_request(request, status=200, auth_ok=auth_error is None, error=answer.get("error"))
+        await self._stall(fault)
+        return web.json_response(answer)
 
     async def _auth_test(self, request: web.Request) -> web.Response:
         params = await self._read_params(request)
         auth_error = self._auth_error(request, params)
         with self._lock:
             fault = self._take_fault()
-            if fault is not None:
+            if fault is not None and fault.kind != "stall":
                 return self._fault_response(request, fault, auth_ok=auth_error is None)
             self._log_request(request, status=200, auth_ok=auth_error is None, error=auth_error)
+        await self._stall(fault)
         if auth_error is not None:
             return web.json_response({"ok": False, "error": auth_error})
         return web.json_response(
@@ -347,7 +435,7 @@ class FakeSlack:
             payload = None
         with self._lock:
             fault = self._take_fault()
-            if fault is not None:
+            if fault is not None and fault.kind != "stall":
                 return self._fault_response(request, fault, auth_ok=None)
             problem: str | None = None
             if not isinstance(payload, dict):
@@ -364,15 +452,19 @@ class FakeSlack:
                 {
                     "source": "webhook",
                     "channel": None,
+                    "channel_id": None,
                     "text": payload.get("text"),
                     "blocks": payload.get("blocks"),
                     "thread_ts": None,
                     "ts": None,
+                    "metadata": None,
+                    "received_at": time.monotonic(),
                     "auth_ok": True,
                 }
             )
             self._log_request(request, status=200, auth_ok=None, error=None)
             self._lock.notify_all()
+        await self._stall(fault)
         return web.Response(text="ok")
 
 
