@@ -17,8 +17,9 @@ An aiohttp server on 127.0.0.1 (a free port) that answers:
 It records every accepted message in ``messages`` (dicts with ``source`` "api" or "webhook",
 ``channel`` (as given), ``channel_id``, ``text``, ``blocks``, ``thread_ts``, ``ts``, ``metadata``,
 ``received_at`` (time.monotonic()), ``auth_ok``) and every request in ``requests`` (``method``,
-``path``, ``status``, ``auth_ok``, ``error``). Tokens are never recorded. Message ``ts`` values are
-the fake's clock (``time.time`` unless ``set_clock``), unique and increasing, as Slack's are.
+``path``, ``status``, ``auth_ok``, ``error``, ``at`` (time.monotonic())). Tokens are never recorded.
+Message ``ts`` values are the fake's clock (``time.time`` unless ``set_clock``), unique and
+increasing, as Slack's are.
 
 Fault controls. Queued, each answering the next N requests, API and webhook alike, first in first
 out: ``fail_next(n, status=500)``, ``rate_limit_next(n, retry_after=1)`` (429 with ``Retry-After``),
@@ -39,7 +40,8 @@ Two ways to run it:
   ``fake_slack_async`` fixture is this.
 
 Attributes for clients: ``base_url`` (ends in ``/api/`` as slack-sdk's ``base_url`` expects),
-``token``, ``channel`` (a default channel name to configure), ``webhook_url``.
+``token``, ``channel`` (a default channel name to configure), ``webhook_url``; ``settings()`` is the
+monitor's ``SlackSettings`` pointing at the fake.
 Waiting: ``wait_for_messages(n, timeout=10)`` (blocking; thread mode) and
 ``await wait_for_messages_async(n, seconds=10)``. ``dedup_keys()`` lists the metadata keys posted.
 """
@@ -58,7 +60,9 @@ from typing import Any
 
 import pytest
 from aiohttp import web
+from pydantic import SecretStr
 
+from monitor.config import SlackSettings
 from tests.support.fake_slack_model import Conversations, block_errors, metadata_problem
 
 __all__ = ["DEFAULT_TOKEN", "FakeSlack", "block_errors", "fake_slack", "fake_slack_async", "run_fake_slack"]
@@ -111,6 +115,12 @@ class FakeSlack:
     @property
     def webhook_url(self) -> str:
         return f"{self.root_url}{WEBHOOK_PATH}"
+
+    def settings(self, *, channel: str | None = None, token: str | None = None) -> SlackSettings:
+        """notify.slack settings for a bot token against this fake (the default channel unless given)."""
+        return SlackSettings(
+            token=SecretStr(token or self.token), channel=channel or self.channel, base_url=self.base_url
+        )
 
     def channel_id(self, name: str) -> str:
         """The id Slack gives this channel (created if new), e.g. to configure a channel by id."""
@@ -261,8 +271,9 @@ class FakeSlack:
 
     def _log_request(self, request: web.Request, *, status: int, auth_ok: bool | None, error: str | None) -> None:
         self._requests.append(
-            {"method": request.method, "path": request.path, "status": status, "auth_ok": auth_ok, "error": error}
-        )
+            {"method": request.method, "path": request.path, "status": status, "auth_ok": auth_ok, "error": error,
+             "at": time.monotonic()}
+        )  # fmt: skip
 
     def _take_fault(self) -> _Fault | None:
         return self._faults.popleft() if self._faults else self._outage
@@ -498,6 +509,11 @@ def run_fake_slack(*, token: str = DEFAULT_TOKEN) -> Iterator[FakeSlack]:
         ready.set()
         loop.run_forever()
         loop.run_until_complete(slack.stop())
+        # A stalled answer may still be sleeping: end it instead of leaving it to the closed loop.
+        leftovers = asyncio.all_tasks(loop)
+        for task in leftovers:
+            task.cancel()
+        loop.run_until_complete(asyncio.gather(*leftovers, return_exceptions=True))
         loop.close()
 
     thread = threading.Thread(target=serve, name="fake-slack", daemon=True)
