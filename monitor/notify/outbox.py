@@ -43,10 +43,11 @@ import structlog
 from monitor.clock import Clock
 from monitor.events import Notification
 from monitor.notify import outbox_notes as notes
-from monitor.notify.base import Notifier, NotifyError, Redacting, SentMessageLookup
+from monitor.notify.base import Notifier, NotifyError, SentMessageLookup
+from monitor.notify.outbox_channels import ChannelSet, check_unique, close_all
 from monitor.notify.outbox_health import ChannelHealth, ChannelState
 from monitor.runtime import RuntimeState
-from monitor.store import StateStore, StoreError
+from monitor.store import StateStore
 from monitor.store_outbox import OutboxEntry
 
 log = structlog.get_logger(__name__)
@@ -55,7 +56,6 @@ COUNTED_KINDS = frozenset({"alert", "renotify"})
 # How many recently counted dedup keys to remember (alerts_sent counts a notification once).
 _COUNTED_MEMORY = 10_000
 DEFAULT_PROBE_CEILING = 5.0
-_LOOKUP_STATE_KEY = "notify.{channel}.lookup_state"
 
 Outcome = Literal["delivered", "superseded", "deferred", "failed", "channel_failed"]
 
@@ -100,28 +100,23 @@ class OutboxDispatcher:
         self._runtime = runtime
         self._batch_size = batch_size
         self._rng = rng or random.Random()
-        self._notifiers: dict[str, Notifier] = {}
-        self._states: dict[str, ChannelState] = {}
-        self._saved_lookup_state: dict[str, str | None] = {}
+        self._channels = ChannelSet(store, notifiers)
         self._counted: OrderedDict[str, None] = OrderedDict()
-        self._orphans_logged: set[str] = set()
-        self._orphans_checked = False
         self._lock = asyncio.Lock()
         # By channel: alerts folded into a newer message instead of being sent (for metrics).
         self.superseded_total: Counter[str] = Counter()
         # By channel: possibly-sent messages sent again because the channel would not let us look.
         self.lookup_fallbacks_total: Counter[str] = Counter()
-        self._install(notifiers)
 
     @property
     def channels(self) -> list[str]:
-        return list(self._notifiers)
+        return list(self._channels.notifiers)
 
     def publish(self, notification: Notification, *, channels: Sequence[str] | None = None) -> bool:
         """Queue a notification on every configured channel (`channels=None`) or on those of `channels`
         that are configured. False if its dedup key was ever queued (nothing is sent twice) or no
         channel is left to queue it on."""
-        targets = [c for c in self._notifiers if channels is None or c in channels]
+        targets = [c for c in self._channels.notifiers if channels is None or c in channels]
         if not targets:
             log.debug("notification_dropped_no_channels", dedup_key=notification.dedup_key, asked=channels)
             return False
@@ -133,11 +128,11 @@ class OutboxDispatcher:
     async def deliver_due(self) -> DeliveryReport:
         """Send every item that is due, on every channel; returns what happened."""
         async with self._lock:
-            self._note_orphans()
+            self._channels.note_orphans()
             # return_exceptions: every channel finishes before the lock is released, even if one
             # raised (a store error), so no send can overlap the next pass.
             results = await asyncio.gather(
-                *(self._deliver_channel(channel) for channel in self._notifiers), return_exceptions=True
+                *(self._deliver_channel(channel) for channel in self._channels.notifiers), return_exceptions=True
             )
         tally: Counter[Outcome] = Counter()
         for result in results:
@@ -155,7 +150,7 @@ class OutboxDispatcher:
         """Every configured channel: outage state from memory, backlog from an index (no table scan).
         Raises StoreError when the state store cannot be read."""
         health: dict[str, ChannelHealth] = {}
-        for channel, state in self._states.items():
+        for channel, state in self._channels.states.items():
             backlog, oldest = self._store.outbox_backlog(channel)
             health[channel] = state.snapshot(backlog=backlog, oldest_undelivered_at=oldest)
         return health
@@ -169,46 +164,28 @@ class OutboxDispatcher:
     ) -> dict[str, bool]:
         """Send at once on the chosen channels, bypassing the state store (for when the store itself is
         failing): no retry, no thread. Never raises; returns whether each channel took the message."""
-        targets = {c: n for c, n in self._notifiers.items() if channels is None or c in channels}
-
-        async def one(channel: str, notifier: Notifier) -> bool:
-            try:
-                await asyncio.wait_for(notifier.send(notification, thread_ref=None), timeout=timeout)
-            except TimeoutError:
-                error = f"no answer within {timeout:g}s"
-            except Exception as exc:  # never raises: this path reports failures, it does not have them
-                error = self._redact(channel, f"{type(exc).__name__}: {exc}")
-            else:
-                log.info("notification_sent_direct", channel=channel, dedup_key=notification.dedup_key)
-                return True
-            log.error("notification_direct_send_failed", channel=channel, dedup_key=notification.dedup_key, error=error)
-            return False
-
-        outcomes = await asyncio.gather(*(one(c, n) for c, n in targets.items()))
-        return dict(zip(targets, outcomes, strict=True))
+        return await self._channels.send_direct(notification, channels=channels, timeout=timeout)
 
     async def replace_notifiers(self, notifiers: Sequence[Notifier]) -> None:
         """A config reload: waits for the delivery pass in flight, swaps the notifiers, closes the old
         ones. A replaced or new channel is retried at once; items of a removed channel stay queued."""
-        _check_unique(notifiers)
+        check_unique(notifiers)
         async with self._lock:
-            old = self._notifiers
-            self._install(notifiers)
+            old = self._channels.install(notifiers)
             now = self._clock.now()
-            for channel, notifier in self._notifiers.items():
+            for channel, notifier in self._channels.notifiers.items():
                 if old.get(channel) is not notifier:
                     # New credentials or target: whatever waited for a fix goes now.
-                    self._states[channel].resting_until = 0.0
+                    self._channels.states[channel].resting_until = 0.0
                     self._store.release_channel(channel, now=now)
-            for channel in old.keys() - self._notifiers.keys():
+            for channel in old.keys() - self._channels.notifiers.keys():
                 log.warning("notification_channel_removed", channel=channel)
-            self._orphans_checked = False
-        kept = {id(n) for n in self._notifiers.values()}
-        await _close_all([n for n in old.values() if id(n) not in kept])
+        kept = {id(n) for n in self._channels.notifiers.values()}
+        await close_all([n for n in old.values() if id(n) not in kept])
         log.info("notifiers_replaced", channels=self.channels)
 
     async def aclose(self) -> None:
-        await _close_all(list(self._notifiers.values()))
+        await close_all(list(self._channels.notifiers.values()))
 
     def retry_delay(self, *, attempts: int, error: NotifyError) -> float:
         """Seconds until the next attempt, given the attempts already made before this failure."""
@@ -226,8 +203,8 @@ class OutboxDispatcher:
 
     async def _deliver_channel(self, channel: str) -> Counter[Outcome]:
         tally: Counter[Outcome] = Counter()
-        notifier = self._notifiers[channel]
-        state = self._states[channel]
+        notifier = self._channels.notifiers[channel]
+        state = self._channels.states[channel]
         if self._clock.now() < state.resting_until:
             tally["deferred"] = len(self._store.due(now=self._clock.now(), channel=channel, limit=self._batch_size))
             return tally
@@ -291,7 +268,8 @@ class OutboxDispatcher:
             ref = await notifier.send(annotated, thread_ref=thread_ref)
         except Exception as error:
             failure = self._as_notify_error(channel, error)
-            return self._failed(state, item, failure, unknown_since=started if failure.outcome_unknown else None)
+            maybe_sent = lookup is not None and failure.outcome_unknown
+            return self._failed(state, item, failure, unknown_since=started if maybe_sent else None)
         self._delivered(state, item, ref=ref, thread_ref=thread_ref, found=False)
         return "delivered"
 
@@ -325,7 +303,7 @@ class OutboxDispatcher:
             down_for = round(now - outage_started, 3) if outage_started is not None else None
             log.info("notification_channel_recovered", channel=item.channel, down_for_seconds=down_for,
                      failures=failures, released=released)  # fmt: skip
-        self._save_lookup_state(item.channel)
+        self._channels.save_lookup_state(item.channel)
         self._count_alert(notification)
         queued_at = _queued_at(item)
         log.info(
@@ -344,7 +322,7 @@ class OutboxDispatcher:
     ) -> Outcome:
         now = self._clock.now()
         delay = self.retry_delay(attempts=item.attempts, error=error)
-        message = self._redact(item.channel, str(error))
+        message = self._channels.redact(item.channel, str(error))
         self._store.mark_failed(item.id, error=message, next_attempt_at=now + delay, attempt_started_at=unknown_since)
         starts_outage = True
         if error.scope == "channel":
@@ -353,7 +331,7 @@ class OutboxDispatcher:
             self._runtime.notifications_failed[item.channel] += 1
         event = dict(channel=item.channel, item_id=item.id, dedup_key=item.notification.dedup_key,
                      attempts=item.attempts + 1, error=message, retry_in_seconds=round(delay, 3), scope=error.scope,
-                     outcome_unknown=unknown_since is not None)  # fmt: skip
+                     outcome_unknown=error.outcome_unknown)  # fmt: skip
         if not starts_outage:
             # Loud once per outage; the probes that follow are routine until it recovers.
             log.debug("notification_failed", consecutive_failures=state.consecutive_failures, **event)
@@ -368,7 +346,7 @@ class OutboxDispatcher:
         if not state.lookup_fallback_logged:
             state.lookup_fallback_logged = True
             log.warning("notification_lookup_unavailable", channel=item.channel, dedup_key=item.notification.dedup_key,
-                        reason=self._redact(item.channel, reason),
+                        reason=self._channels.redact(item.channel, reason),
                         hint="a message whose send was cut short is sent again and may show twice; for exactly"
                         " once give the Slack app channels:history (groups:history for a private channel)"
                         " and invite it to the channel")  # fmt: skip
@@ -377,52 +355,10 @@ class OutboxDispatcher:
         if isinstance(error, NotifyError):
             return error
         # A bug in one notifier must not lose the message or stop the others; it may have sent.
-        trace = self._redact(channel, "".join(traceback.format_exception(error)))
+        trace = self._channels.redact(channel, "".join(traceback.format_exception(error)))
         log.error("notifier_crashed", channel=channel, error_type=type(error).__name__, traceback=trace)
-        return NotifyError(self._redact(channel, f"unexpected {type(error).__name__}: {error}"), outcome_unknown=True)
-
-    def _redact(self, channel: str, text: str) -> str:
-        notifier = self._notifiers.get(channel)
-        return notifier.redact(text) if isinstance(notifier, Redacting) else text
-
-    # -- configuration -----------------------------------------------------------------------------
-
-    def _install(self, notifiers: Sequence[Notifier]) -> None:
-        _check_unique(notifiers)
-        self._notifiers = {notifier.channel: notifier for notifier in notifiers}
-        for channel, notifier in self._notifiers.items():
-            self._states.setdefault(channel, ChannelState())
-            self._orphans_logged.discard(channel)
-            if isinstance(notifier, SentMessageLookup):
-                try:
-                    saved = self._store.get_meta(_LOOKUP_STATE_KEY.format(channel=channel))
-                except StoreError as error:
-                    log.warning("notification_lookup_state_unreadable", channel=channel, error=str(error))
-                    saved = None
-                if saved is not None:
-                    notifier.restore_lookup_state(saved)
-                self._saved_lookup_state[channel] = saved
-        for channel in self._states.keys() - self._notifiers.keys():
-            del self._states[channel]
-
-    def _save_lookup_state(self, channel: str) -> None:
-        notifier = self._notifiers.get(channel)
-        if not isinstance(notifier, SentMessageLookup):
-            return
-        current = notifier.lookup_state()
-        if current is not None and current != self._saved_lookup_state.get(channel):
-            self._store.set_meta(_LOOKUP_STATE_KEY.format(channel=channel), current)
-            self._saved_lookup_state[channel] = current
-
-    def _note_orphans(self) -> None:
-        if self._orphans_checked:
-            return
-        self._orphans_checked = True
-        for channel, backlog in self._store.open_outbox_channels().items():
-            if channel not in self._notifiers and channel not in self._orphans_logged:
-                self._orphans_logged.add(channel)
-                log.warning("notifications_queued_for_missing_channel", channel=channel, backlog=backlog,
-                            hint="kept: they go out if this channel is configured again")  # fmt: skip
+        message = self._channels.redact(channel, f"unexpected {type(error).__name__}: {error}")
+        return NotifyError(message, outcome_unknown=True)
 
     def _count_alert(self, notification: Notification) -> None:
         if self._runtime is None or notification.kind not in COUNTED_KINDS:
@@ -437,17 +373,3 @@ class OutboxDispatcher:
 
 def _queued_at(item: OutboxEntry) -> float:
     return item.queued_at if item.queued_at is not None else item.notification.created_at
-
-
-def _check_unique(notifiers: Sequence[Notifier]) -> None:
-    channels = [notifier.channel for notifier in notifiers]
-    if len(set(channels)) != len(channels):
-        raise ValueError(f"two notifiers share a channel name: {channels}")
-
-
-async def _close_all(notifiers: Sequence[Notifier]) -> None:
-    for notifier in notifiers:
-        try:
-            await notifier.aclose()
-        except Exception as error:  # closing one must not keep the others open
-            log.warning("notifier_close_failed", channel=notifier.channel, error=str(error))

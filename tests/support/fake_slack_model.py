@@ -13,9 +13,21 @@
 from __future__ import annotations
 
 import base64
+from dataclasses import dataclass
 from typing import Any
 
 SlackAnswer = dict[str, Any]
+
+
+@dataclass(frozen=True)
+class Fault:
+    """How the fake fails one request (or every request, during an outage)."""
+
+    kind: str  # "status" | "rate_limit" | "error" | "stall"
+    status: int = 500
+    retry_after: float = 1.0
+    error: str = ""
+    seconds: float = 0.0
 
 
 def block_errors(blocks: Any) -> list[str]:
@@ -79,6 +91,48 @@ def metadata_problem(metadata: Any) -> str | None:
         return "invalid_metadata_format"
     if not isinstance(metadata.get("event_type"), str) or not isinstance(metadata.get("event_payload"), dict):
         return "invalid_metadata_schema"
+    return None
+
+
+def missing_scope(scopes: set[str], scope: str) -> SlackAnswer | None:
+    """Slack's answer to a token without `scope`, or None."""
+    if scope in scopes:
+        return None
+    return {"ok": False, "error": "missing_scope", "needed": scope, "provided": ",".join(sorted(scopes))}
+
+
+def post_problem(
+    params: dict[str, Any], conversations: Conversations, scopes: set[str]
+) -> tuple[str | None, list[str], SlackAnswer | None]:
+    """(error, block problems, extra answer fields) for a chat.postMessage, or (None, [], None)."""
+    if params.get("__invalid__"):
+        return "invalid_json", [], None
+    scope = missing_scope(scopes, "chat:write")
+    if scope is not None:
+        return "missing_scope", [], scope
+    channel = params.get("channel")
+    if not channel or conversations.channel_id(str(channel)) is None:
+        return "channel_not_found", [], None
+    if not params.get("text") and not params.get("blocks"):
+        return "no_text", [], None
+    problem = metadata_problem(params.get("metadata"))
+    if problem is not None:
+        return problem, [], None
+    if "blocks" in params:
+        problems = block_errors(params["blocks"])
+        if problems:
+            return "invalid_blocks", problems, None
+    return None, [], None
+
+
+def webhook_problem(payload: Any) -> str | None:
+    """Why an incoming webhook refuses this payload (HTTP 400), or None."""
+    if not isinstance(payload, dict):
+        return "invalid_payload"
+    if not payload.get("text") and not payload.get("blocks"):
+        return "no_text"
+    if "blocks" in payload and block_errors(payload["blocks"]):
+        return "invalid_blocks"
     return None
 
 
