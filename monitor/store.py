@@ -16,14 +16,15 @@ import sqlite3
 import threading
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass
 from pathlib import Path
 from types import TracebackType
 from typing import Any, Literal
 
 import structlog
 
-from monitor.events import ActionRecord, AlertState, Notification, OutboxItem, Protection
+from monitor import store_outbox
+from monitor.events import ActionRecord, AlertState, Notification, Protection
 from monitor.snapshots import RunSnapshot, WalletSnapshot
 from monitor.store_file import (
     MEMORY,
@@ -34,16 +35,15 @@ from monitor.store_file import (
     verify_still_at_path,
 )
 from monitor.store_lock import LockHolder, StateFileLock, StateLockedError
+from monitor.store_outbox import OutboxEntry, ThreadEntry
 from monitor.store_schema import (
     ACTION_COLUMNS,
     ALERT_COLUMNS,
-    OUTBOX_SELECT,
     SCHEMA_VERSION,
     SchemaTooNewError,
     StoreError,
     decode_action,
     decode_alert,
-    decode_outbox_item,
     decode_run_snapshot,
     decode_wallet_snapshot,
     dumps,
@@ -66,7 +66,6 @@ __all__ = [
 log = structlog.get_logger(__name__)
 
 RunSource = Literal["config", "discovered"]
-_MAX_ERROR_CHARS = 2000
 
 
 @dataclass(frozen=True, slots=True)
@@ -376,75 +375,84 @@ class StateStore:
         return [decode_alert(row) for row in rows]
 
     # -- notification outbox ---------------------------------------------------------------------------
+    # The SQL lives in monitor.store_outbox; items are open until delivered or superseded.
 
     def enqueue(self, notification: Notification, *, channels: Sequence[str], now: float) -> bool:
         """Queue one notification for each channel; False (and nothing added) if its dedup key was ever
         enqueued before, delivered or not."""
-        unique_channels = list(dict.fromkeys(channels))
-        if not unique_channels:
-            raise ValueError("enqueue needs at least one channel")
         with self._write() as conn:
-            cursor = conn.execute(
-                "INSERT INTO notifications (dedup_key, created_at, data) VALUES (?, ?, ?)"
-                " ON CONFLICT (dedup_key) DO NOTHING",
-                (notification.dedup_key, notification.created_at, dumps(asdict(notification))),
-            )
-            if cursor.rowcount == 0:
-                return False
-            conn.executemany(
-                "INSERT INTO outbox (notification_id, channel, next_attempt_at) VALUES (?, ?, ?)",
-                [(cursor.lastrowid, channel, now) for channel in unique_channels],
-            )
-        return True
+            return store_outbox.enqueue(conn, notification, channels=channels, now=now)
 
-    def due(self, *, now: float, channel: str | None = None, limit: int = 50) -> list[OutboxItem]:
-        """Undelivered items whose next attempt is due, oldest first."""
-        query = OUTBOX_SELECT + " AND o.next_attempt_at <= ?"
-        params: list[Any] = [now]
-        if channel is not None:
-            query += " AND o.channel = ?"
-            params.append(channel)
-        query += " ORDER BY o.id LIMIT ?"
-        params.append(max(limit, 0))
+    def due(self, *, now: float, channel: str | None = None, limit: int = 50, after_id: int = 0) -> list[OutboxEntry]:
+        """Open items whose next attempt is due, oldest first; `after_id` pages through them."""
         with self._read() as conn:
-            return [decode_outbox_item(row) for row in conn.execute(query, params).fetchall()]
+            return store_outbox.due(conn, now=now, channel=channel, limit=limit, after_id=after_id)
 
-    def pending(self, *, channel: str | None = None) -> list[OutboxItem]:
-        """Every undelivered item, due or not, oldest first."""
-        query = OUTBOX_SELECT
-        params: list[Any] = []
-        if channel is not None:
-            query += " AND o.channel = ?"
-            params.append(channel)
+    def pending(self, *, channel: str | None = None) -> list[OutboxEntry]:
+        """Every open item (neither delivered nor superseded), due or not, oldest first."""
         with self._read() as conn:
-            return [decode_outbox_item(row) for row in conn.execute(query + " ORDER BY o.id", params).fetchall()]
+            return store_outbox.pending(conn, channel=channel)
 
     def mark_delivered(self, item_id: int, *, now: float) -> None:
         with self._write() as conn:
-            cursor = conn.execute(
-                "UPDATE outbox SET delivered_at = ? WHERE id = ? AND delivered_at IS NULL", (now, item_id)
-            )
-        if cursor.rowcount == 0:
+            changed = store_outbox.mark_delivered(conn, item_id, now=now)
+        if not changed:
             log.warning("outbox_mark_delivered_noop", item_id=item_id)
 
-    def mark_failed(self, item_id: int, *, error: str, next_attempt_at: float) -> None:
+    def mark_failed(
+        self, item_id: int, *, error: str, next_attempt_at: float, attempt_started_at: float | None = None
+    ) -> None:
+        """One more failed attempt. `attempt_started_at` stays set only when the send may have arrived
+        all the same (a timeout, a 5xx): the next attempt looks for the message first."""
         with self._write() as conn:
-            cursor = conn.execute(
-                "UPDATE outbox SET attempts = attempts + 1, last_error = ?, next_attempt_at = ?"
-                " WHERE id = ? AND delivered_at IS NULL",
-                (error[:_MAX_ERROR_CHARS], next_attempt_at, item_id),
+            changed = store_outbox.mark_failed(
+                conn, item_id, error=error, next_attempt_at=next_attempt_at, attempt_started_at=attempt_started_at
             )
-        if cursor.rowcount == 0:
+        if not changed:
             log.warning("outbox_mark_failed_noop", item_id=item_id)
 
-    def delivered_count(self, *, channel: str | None = None) -> int:
-        query = "SELECT COUNT(*) FROM outbox WHERE delivered_at IS NOT NULL"
-        params: tuple[str, ...] = ()
-        if channel is not None:
-            query += " AND channel = ?"
-            params = (channel,)
+    def mark_attempt_started(self, item_id: int, *, at: float) -> None:
+        """Written (and committed) just before a send: after a crash the item says "maybe sent"."""
+        with self._write() as conn:
+            store_outbox.mark_attempt_started(conn, item_id, at=at)
+
+    def mark_superseded(self, item_id: int, *, by: int, now: float) -> bool:
+        """Fold an open item into the newer item `by` of its thread; False if it was no longer open."""
+        with self._write() as conn:
+            return store_outbox.mark_superseded(conn, item_id, by=by, now=now)
+
+    def superseded_into(self, item_id: int) -> list[OutboxEntry]:
+        """The items folded into this one, oldest first."""
         with self._read() as conn:
-            return int(conn.execute(query, params).fetchone()[0])
+            return store_outbox.superseded_into(conn, item_id)
+
+    def thread_entries(self, *, channel: str, thread_key: str) -> list[ThreadEntry]:
+        """Every item of one thread on one channel (open, delivered or superseded), oldest first."""
+        with self._read() as conn:
+            return store_outbox.thread_entries(conn, channel=channel, thread_key=thread_key)
+
+    def release_channel(self, channel: str, *, now: float) -> int:
+        """Make every open item of the channel due now (it recovered, or its notifier was replaced)."""
+        with self._write() as conn:
+            return store_outbox.release_channel(conn, channel=channel, now=now)
+
+    def outbox_backlog(self, channel: str) -> tuple[int, float | None]:
+        """(open items, when the oldest was queued) for one channel, from an index."""
+        with self._read() as conn:
+            return store_outbox.backlog(conn, channel=channel)
+
+    def open_outbox_channels(self) -> dict[str, int]:
+        """Open items per channel, including channels no notifier serves any more."""
+        with self._read() as conn:
+            return store_outbox.open_channels(conn)
+
+    def delivered_count(self, *, channel: str | None = None) -> int:
+        with self._read() as conn:
+            return store_outbox.delivered_count(conn, channel=channel)
+
+    def superseded_count(self, *, channel: str | None = None) -> int:
+        with self._read() as conn:
+            return store_outbox.superseded_count(conn, channel=channel)
 
     def thread_ref(self, channel: str, thread_key: str) -> str | None:
         with self._read() as conn:

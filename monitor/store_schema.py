@@ -154,7 +154,36 @@ _V1 = Migration(
     ),
 )
 
-MIGRATIONS: tuple[Migration, ...] = (_V1,)
+# Exactly-once delivery across crashes, superseded alerts and channel health (monitor.notify.outbox).
+_V2 = Migration(
+    version=2,
+    description="outbox: queued time, attempt markers, superseded state; thread and kind columns",
+    statements=(
+        # When the item was queued (not the notification's own time): how late a delivery is.
+        "ALTER TABLE outbox ADD COLUMN queued_at REAL",
+        # Set just before a send whose outcome can be unknown (Slack); still set after a crash or a
+        # timeout means "maybe posted": the outbox looks for the message before sending it again.
+        "ALTER TABLE outbox ADD COLUMN attempt_started_at REAL",
+        # A distinct end state: an alert folded into a newer message of its thread, never sent itself.
+        "ALTER TABLE outbox ADD COLUMN superseded_at REAL",
+        "ALTER TABLE outbox ADD COLUMN superseded_by INTEGER",
+        "UPDATE outbox SET queued_at = (SELECT n.created_at FROM notifications n WHERE n.id = outbox.notification_id)",
+        # Columns for what the outbox filters on, so it never decodes JSON to find a thread.
+        "ALTER TABLE notifications ADD COLUMN kind TEXT",
+        "ALTER TABLE notifications ADD COLUMN thread_key TEXT",
+        "UPDATE notifications SET kind = json_extract(data, '$.kind'), thread_key = json_extract(data, '$.thread_key')",
+        "CREATE INDEX notifications_by_thread ON notifications (thread_key) WHERE thread_key != ''",
+        # "Open" is now neither delivered nor superseded.
+        "DROP INDEX outbox_undelivered",
+        "CREATE INDEX outbox_open_due ON outbox (channel, next_attempt_at)"
+        " WHERE delivered_at IS NULL AND superseded_at IS NULL",
+        "CREATE INDEX outbox_open_age ON outbox (channel, queued_at)"
+        " WHERE delivered_at IS NULL AND superseded_at IS NULL",
+        "CREATE INDEX outbox_superseded_by ON outbox (superseded_by) WHERE superseded_by IS NOT NULL",
+    ),
+)
+
+MIGRATIONS: tuple[Migration, ...] = (_V1, _V2)
 SCHEMA_VERSION = MIGRATIONS[-1].version
 
 _VERSION_TABLE = """CREATE TABLE IF NOT EXISTS schema_version (

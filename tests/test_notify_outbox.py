@@ -185,17 +185,26 @@ async def test_slack_down_for_a_while_then_delivered_exactly_once(
     assert final.delivered == 2 and store.pending() == []
     assert len(fake_slack.messages) == 2 and len(fake_slack.requests) == 6
     assert runtime.notifications_failed["slack"] == 4
-    # Exponential backoff with jitter, from retry_base up, capped at retry_max.
+    # A channel that is down is probed every probe_interval (min(retry_max, 5 s)), never backed off
+    # towards retry_max: its backlog must go out seconds after it recovers.
     assert delays[0] == pytest.approx(5.0)
-    assert all(5.0 <= d <= 300.0 for d in delays)
-    assert delays[3] > delays[0] and 20.0 <= delays[3] <= 40.0
+    assert all(2.5 <= d <= 5.0 for d in delays)
 
 
-async def test_backoff_is_capped_at_retry_max(store: StateStore, clock: ManualClock) -> None:
-    outbox = dispatcher(store, clock, ConsoleNotifier(io.StringIO()))
+async def test_backoff_is_capped_at_retry_max_and_a_down_channel_at_the_probe_interval(
+    store: StateStore, clock: ManualClock
+) -> None:
+    outbox = OutboxDispatcher(
+        store=store, notifiers=[ConsoleNotifier(io.StringIO())], clock=clock, retry_base=1.0, retry_max=300.0
+    )
 
-    delays = [outbox.retry_delay(attempts=n, error=NotifyError("down")) for n in range(40)]
-    assert max(delays) <= 300.0 and delays[-1] >= 150.0
+    refused = [outbox.retry_delay(attempts=n, error=NotifyError("refused", scope="message")) for n in range(40)]
+    down = [outbox.retry_delay(attempts=n, error=NotifyError("down")) for n in range(40)]
+
+    # A message the receiver refuses backs off exponentially, with jitter, up to retry_max.
+    assert refused[0] == pytest.approx(1.0) and max(refused) <= 300.0 and refused[-1] >= 150.0
+    # A channel that is down is probed: the same growth, capped at min(retry_max, 5 s).
+    assert down[0] == pytest.approx(1.0) and max(down) <= 5.0 and down[-1] >= 2.5
     assert outbox.retry_delay(attempts=3, error=NotifyError("slow down", retry_after=42.5)) == 42.5
     assert outbox.retry_delay(attempts=0, error=NotifyError("bad auth", permanent=True)) == 300.0
 

@@ -7,6 +7,7 @@ import subprocess
 import sys
 from collections.abc import AsyncIterator
 
+import aiohttp
 import pytest
 from pydantic import SecretStr
 from slack_sdk.errors import SlackApiError
@@ -192,12 +193,17 @@ async def test_fake_accepts_form_encoded_posts_and_auth_test(fake_slack: FakeSla
     assert message == {
         "source": "api",
         "channel": "#x",
+        "channel_id": form["channel"],
         "text": "hello",
         "blocks": [{"type": "divider"}],
         "thread_ts": "1.000001",
         "ts": form["ts"],
+        "metadata": None,
+        "received_at": message["received_at"],
         "auth_ok": True,
     }
+    # Like Slack: a channel named for the first time gets an id, and the answer carries the id.
+    assert form["channel"] == fake_slack.channel_id("#x") and form["channel"].startswith("C")
 
 
 async def test_fake_rejects_missing_token_and_oversized_blocks(fake_slack: FakeSlack) -> None:
@@ -250,3 +256,65 @@ def test_a_separate_process_can_post_to_the_threaded_fake(fake_slack: FakeSlack)
     assert done.returncode == 0, done.stderr
     [message] = fake_slack.wait_for_messages(1, timeout=10)
     assert message["channel"] == "#from-a-subprocess" and message["text"] == "hello from outside"
+
+
+async def test_fake_history_and_replies_page_and_filter_like_slack(fake_slack: FakeSlack) -> None:
+    client = AsyncWebClient(token=fake_slack.token, base_url=fake_slack.base_url, retry_handlers=[])
+    fake_slack.set_clock(iter(float(t) for t in range(1_000, 2_000)).__next__)  # ts 1000, 1001, ...
+    posted = []
+    for n in range(4):
+        meta = {"event_type": "test", "event_payload": {"n": n}}
+        posted.append(await client.chat_postMessage(channel="#budgets", text=f"top {n}", metadata=meta))
+    channel = posted[0]["channel"]
+    root = posted[0]["ts"]
+    for n in range(2):
+        await client.chat_postMessage(channel=channel, text=f"reply {n}", thread_ts=root)
+
+    first = await client.conversations_history(channel=channel, limit=3)
+    rest = await client.conversations_history(
+        channel=channel, limit=3, cursor=first["response_metadata"]["next_cursor"]
+    )
+    with_meta = await client.conversations_history(
+        channel=channel, include_all_metadata=True, oldest="1001", latest="1003"
+    )
+    inclusive = await client.conversations_history(channel=channel, oldest="1001", latest="1003", inclusive=True)
+    thread = await client.conversations_replies(channel=channel, ts=root, include_all_metadata=True)
+
+    # Top-level only, newest first, paged with a cursor; metadata only when asked for.
+    assert [m["text"] for m in first["messages"]] == ["top 3", "top 2", "top 1"] and first["has_more"]
+    assert [m["text"] for m in rest["messages"]] == ["top 0"] and not rest["has_more"]
+    assert all("metadata" not in m for m in first["messages"] + rest["messages"])
+    assert [m["metadata"]["event_payload"]["n"] for m in with_meta["messages"]] == [2]  # oldest/latest exclusive
+    assert [m["text"] for m in inclusive["messages"]] == ["top 3", "top 2", "top 1"]
+    # The thread: the parent first, then its replies oldest first.
+    assert [m["text"] for m in thread["messages"]] == ["top 0", "reply 0", "reply 1"]
+    assert thread["messages"][0]["metadata"]["event_payload"] == {"n": 0}
+    for call, error in (
+        (client.conversations_history(channel="#budgets"), "channel_not_found"),  # reading needs the id
+        (client.conversations_history(channel=channel, cursor="bm9wZQ=="), "invalid_cursor"),
+        (client.conversations_replies(channel=channel, ts="999.000000"), "thread_not_found"),
+    ):
+        with pytest.raises(SlackApiError) as caught:
+            await call
+        assert caught.value.response["error"] == error
+    fake_slack.scopes.discard("channels:history")
+    with pytest.raises(SlackApiError) as scope:
+        await client.conversations_history(channel=channel)
+    assert scope.value.response["error"] == "missing_scope" and scope.value.response["needed"] == "channels:history"
+
+
+async def test_fake_lasting_outages_and_a_listener_that_refuses_connections(fake_slack_async: FakeSlack) -> None:
+    client = AsyncWebClient(token=fake_slack_async.token, base_url=fake_slack_async.base_url, retry_handlers=[])
+    port = fake_slack_async.port
+    fake_slack_async.set_outage(status=429, retry_after=7)
+    for _ in range(3):
+        with pytest.raises(SlackApiError) as limited:
+            await client.auth_test()
+        assert limited.value.response.status_code == 429 and limited.value.response.headers["Retry-After"] == "7"
+    fake_slack_async.end_outage()
+    await fake_slack_async.close_listener()
+    with pytest.raises(aiohttp.ClientConnectorError):
+        await client.auth_test()
+    await fake_slack_async.reopen_listener()
+
+    assert fake_slack_async.port == port and (await client.auth_test())["ok"]

@@ -6,6 +6,7 @@ import random
 import socket
 from collections import deque
 from collections.abc import AsyncIterator, Iterator
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -29,10 +30,13 @@ class Receiver:
     def __init__(self) -> None:
         self.documents: list[dict[str, Any]] = []
         self.headers: list[dict[str, str]] = []
+        # The Idempotency-Key of every request, answered or refused.
+        self.keys: list[str | None] = []
         self.script: deque[tuple[int, dict[str, str]]] = deque()
         self.url = ""
 
     async def handle(self, request: web.Request) -> web.Response:
+        self.keys.append(request.headers.get("Idempotency-Key"))
         if self.script:
             status, headers = self.script.popleft()
             return web.Response(status=status, text="nope", headers=headers)
@@ -154,6 +158,26 @@ async def test_webhook_retries_through_the_outbox_and_delivers_once(
     await outbox.deliver_due()
 
     assert len(receiver.documents) == 1 and store.pending() == []
+
+
+async def test_every_attempt_carries_the_same_idempotency_key_even_after_a_restart(
+    receiver: Receiver, webhook: WebhookNotifier, tmp_path: Path
+) -> None:
+    clock = ManualClock()
+    receiver.script.extend([(503, {}), (504, {})])
+    with StateStore(tmp_path / "state.db") as store:
+        first = OutboxDispatcher(store=store, notifiers=[webhook], clock=clock)
+        first.publish(make_notification(dedup_key="alert:run-1:cap:e0:t2"))
+        await first.deliver_due()
+        clock.advance(store.pending()[0].next_attempt_at - clock.now())
+        await first.deliver_due()
+    with StateStore(tmp_path / "state.db") as store:  # a restart: the same key, from the store
+        second = OutboxDispatcher(store=store, notifiers=[webhook], clock=clock)
+        clock.advance(store.pending()[0].next_attempt_at - clock.now())
+        await second.deliver_due()
+
+    assert receiver.keys == ["alert:run-1:cap:e0:t2"] * 3
+    assert [d["dedup_key"] for d in receiver.documents] == ["alert:run-1:cap:e0:t2"]
 
 
 async def test_a_refused_message_does_not_hold_back_the_next_one(

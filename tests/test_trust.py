@@ -17,8 +17,8 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from prometheus_client.parser import text_string_to_metric_families
 from prometheus_client import generate_latest
+from prometheus_client.parser import text_string_to_metric_families
 
 from monitor.config import Settings
 from monitor.events import Evaluation
@@ -261,9 +261,7 @@ async def test_a_run_that_answers_404_backs_off_and_check_says_why(sims: Any, tm
     await rig.close()
 
 
-async def test_discovery_pages_a_wallet_of_many_rows_and_says_what_it_could_not_read(
-    sims: Any, tmp_path: Path
-) -> None:
+async def test_discovery_pages_a_wallet_of_many_rows_and_says_what_it_could_not_read(sims: Any, tmp_path: Path) -> None:
     runs = [run(f"run-{i:02d}") for i in range(30)]
     sim = sims(*runs, billing_rows="per_record")
     sim.advance(200)  # 30 runs x 40 records: 1,200 rows

@@ -7,8 +7,11 @@ Typical wiring::
     outbox = OutboxDispatcher(store=store, notifiers=notifiers, clock=clock,
                               retry_base=settings.notify.retry_base, retry_max=settings.notify.retry_max,
                               runtime=runtime)
-    outbox.publish(notification)      # durable at once
+    outbox.publish(notification)      # durable at once, on every channel (or channels=[...])
     await outbox.deliver_due()        # after publishing, and every few seconds
+    outbox.channel_health()           # per channel: outage, last error, backlog
+    await outbox.send_direct(note)    # when the state store itself fails
+    await outbox.replace_notifiers(build_notifiers(new_settings.notify))   # a config reload
     await outbox.aclose()
 """
 
@@ -17,10 +20,11 @@ from __future__ import annotations
 from typing import TextIO
 
 from monitor.config import NotifySettings
-from monitor.notify.base import Notifier, NotifyError
+from monitor.notify.base import LookupResult, Notifier, NotifyError, Redactor, SentMessageLookup
 from monitor.notify.blocks import fallback_text, slack_blocks
 from monitor.notify.console import ConsoleNotifier
 from monitor.notify.outbox import DeliveryReport, OutboxDispatcher
+from monitor.notify.outbox_health import ChannelHealth
 from monitor.notify.slack import SlackNotifier, SlackWebhookNotifier
 from monitor.notify.webhook import WebhookNotifier, webhook_document
 
@@ -40,11 +44,15 @@ def build_notifiers(settings: NotifySettings, *, console_stream: TextIO | None =
 
 
 __all__ = [
+    "ChannelHealth",
     "ConsoleNotifier",
     "DeliveryReport",
+    "LookupResult",
     "Notifier",
     "NotifyError",
     "OutboxDispatcher",
+    "Redactor",
+    "SentMessageLookup",
     "SlackNotifier",
     "SlackWebhookNotifier",
     "WebhookNotifier",

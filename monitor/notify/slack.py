@@ -2,10 +2,15 @@
 
 slack-sdk's own retry handlers are switched off (`retry_handlers=[]`): a failed post surfaces at
 once as a NotifyError and the outbox decides when to try again, so there is one retry policy.
+
+Every Web API post carries the notification's dedup key in its message metadata, so a post whose
+outcome is unknown (a crash or a timeout mid-send, a 5xx) can be found before it is sent again
+(monitor.notify.slack_lookup). Incoming webhooks cannot be searched: at least once after a crash.
 """
 
 from __future__ import annotations
 
+import json
 import time
 from typing import Any
 
@@ -17,8 +22,9 @@ from slack_sdk.webhook.async_client import AsyncWebhookClient
 
 from monitor.config import SlackSettings
 from monitor.events import Notification
-from monitor.notify.base import NotifyError, http_status_error, redact
+from monitor.notify.base import LookupResult, NotifyError, Redactor, http_status_error
 from monitor.notify.blocks import fallback_text, slack_blocks
+from monitor.notify.slack_lookup import find_message, looks_like_channel_id, message_metadata
 from monitor.retry_after import parse_retry_after
 
 log = structlog.get_logger(__name__)
@@ -48,6 +54,8 @@ PERMANENT_ERRORS = frozenset(
 )
 # Slack refused the blocks themselves: the same message is posted again as plain text only.
 BLOCK_ERRORS = frozenset({"invalid_blocks", "invalid_blocks_format", "msg_blocks_too_long"})
+# Slack's own words: "it's possible some aspect of the operation succeeded before the error".
+UNKNOWN_OUTCOME_ERRORS = frozenset({"fatal_error", "internal_error", "service_unavailable"})
 
 
 def _response_parts(error: SlackApiError) -> tuple[int | None, str | None, str | None, str | None]:
@@ -65,13 +73,16 @@ def _response_parts(error: SlackApiError) -> tuple[int | None, str | None, str |
     )
 
 
-def map_slack_error(error: SlackApiError) -> NotifyError:
+def map_slack_error(error: SlackApiError, method: str = "chat.postMessage") -> NotifyError:
     status, code, retry_after, date = _response_parts(error)
-    what = f"slack chat.postMessage failed: HTTP {status}, error {code or 'unknown'}"
+    what = f"slack {method} failed: HTTP {status}, error {code or 'unknown'}"
     if status == 429 or code == "ratelimited":
         return NotifyError(what, retry_after=parse_retry_after(retry_after, now=time.time(), date_header=date))
     if status is not None and status >= 500:
-        return NotifyError(what, retry_after=parse_retry_after(retry_after, now=time.time(), date_header=date))
+        wait = parse_retry_after(retry_after, now=time.time(), date_header=date)
+        return NotifyError(what, retry_after=wait, outcome_unknown=True)
+    if code in UNKNOWN_OUTCOME_ERRORS:
+        return NotifyError(what, outcome_unknown=True)
     if code in PERMANENT_ERRORS:
         return NotifyError(what, permanent=True)
     if status is not None and status != 200:
@@ -80,8 +91,16 @@ def map_slack_error(error: SlackApiError) -> NotifyError:
     return NotifyError(what, scope="message")
 
 
+def unreachable_error(error: BaseException, *, what: str, redactor: Redactor) -> NotifyError:
+    """A transport failure. Only a refused or timed-out connect proves nothing was sent."""
+    never_sent = isinstance(error, aiohttp.ClientConnectorError | aiohttp.ConnectionTimeoutError)
+    message = redactor(f"{what} unreachable: {type(error).__name__}: {error}")
+    return NotifyError(message, outcome_unknown=not never_sent)
+
+
 class SlackNotifier:
-    """Posts to one channel with a bot token; replies in a thread when given a thread ref (ts)."""
+    """Posts to one channel with a bot token; replies in a thread when given a thread ref (ts); finds
+    a post whose outcome is unknown by the dedup key in its metadata."""
 
     channel = "slack"
 
@@ -94,6 +113,9 @@ class SlackNotifier:
         self._timeout = timeout
         self._session: aiohttp.ClientSession | None = None
         self._client: AsyncWebClient | None = None
+        self._redactor = Redactor(secrets=[self._token])
+        # Reading history needs the channel's id; chat.postMessage answers with it.
+        self._channel_id: str | None = settings.channel if looks_like_channel_id(settings.channel) else None
 
     def __repr__(self) -> str:
         return f"SlackNotifier(channel={self._slack_channel!r}, base_url={self._base_url!r})"
@@ -111,12 +133,21 @@ class SlackNotifier:
             )
         return self._client
 
-    async def _post(self, *, text: str, blocks: list[dict[str, Any]] | None, thread_ref: str | None) -> str | None:
+    def redact(self, text: str) -> str:
+        return self._redactor(text)
+
+    def _unreachable(self, error: BaseException, method: str) -> NotifyError:
+        return unreachable_error(error, what=f"slack {method}", redactor=self._redactor)
+
+    async def _post(
+        self, *, text: str, blocks: list[dict[str, Any]] | None, thread_ref: str | None, dedup_key: str
+    ) -> str | None:
         kwargs: dict[str, Any] = {
             "channel": self._slack_channel,
             "text": text,
             "unfurl_links": False,
             "unfurl_media": False,
+            "metadata": message_metadata(dedup_key),
         }
         if blocks is not None:
             kwargs["blocks"] = blocks
@@ -127,25 +158,63 @@ class SlackNotifier:
         except SlackApiError:
             raise
         except (aiohttp.ClientError, TimeoutError, OSError, SlackClientError) as error:
-            message = redact(f"slack unreachable: {type(error).__name__}: {error}", [self._token])
-            raise NotifyError(message) from None
+            raise self._unreachable(error, "chat.postMessage") from None
+        channel_id = response.get("channel")
+        if isinstance(channel_id, str) and looks_like_channel_id(channel_id):
+            self._channel_id = channel_id
         ts = response.get("ts")
         return str(ts) if ts else None
 
     async def send(self, notification: Notification, *, thread_ref: str | None) -> str | None:
         text = fallback_text(notification)
+        key = notification.dedup_key
         try:
-            return await self._post(text=text, blocks=slack_blocks(notification), thread_ref=thread_ref)
+            return await self._post(text=text, blocks=slack_blocks(notification), thread_ref=thread_ref, dedup_key=key)
         except SlackApiError as error:
             _status, code, _retry_after, _date = _response_parts(error)
             if code not in BLOCK_ERRORS:
                 raise map_slack_error(error) from None
             # Better a plain message than none: the alert still has to reach people.
-            log.warning("slack_blocks_rejected", dedup_key=notification.dedup_key, error=code)
+            log.warning("slack_blocks_rejected", dedup_key=key, error=code)
         try:
-            return await self._post(text=text, blocks=None, thread_ref=thread_ref)
+            return await self._post(text=text, blocks=None, thread_ref=thread_ref, dedup_key=key)
         except SlackApiError as error:
             raise map_slack_error(error) from None
+
+    async def find_sent(
+        self, notification: Notification, *, thread_ref: str | None, attempt_started_at: float
+    ) -> LookupResult:
+        if self._channel_id is None:
+            return LookupResult(
+                unavailable=f"the id of {self._slack_channel} is not known until a message is delivered there"
+                " (set notify.slack.channel to the channel id, C...)"
+            )
+        return await find_message(
+            self._web_client(),
+            channel_id=self._channel_id,
+            dedup_key=notification.dedup_key,
+            thread_ref=thread_ref,
+            attempt_started_at=attempt_started_at,
+            send_timeout=self._timeout,
+            map_error=map_slack_error,
+            unreachable=self._unreachable,
+        )
+
+    def lookup_state(self) -> str | None:
+        if self._channel_id is None:
+            return None
+        return json.dumps({"channel": self._slack_channel, "id": self._channel_id})
+
+    def restore_lookup_state(self, state: str) -> None:
+        try:
+            saved = json.loads(state)
+        except ValueError:
+            return
+        # Only for the same configured channel: a reload to another channel must not read the old one.
+        if isinstance(saved, dict) and saved.get("channel") == self._slack_channel and self._channel_id is None:
+            channel_id = saved.get("id")
+            if isinstance(channel_id, str) and looks_like_channel_id(channel_id):
+                self._channel_id = channel_id
 
     async def aclose(self) -> None:
         if self._session is not None:
@@ -164,12 +233,16 @@ class SlackWebhookNotifier:
             raise ValueError("SlackWebhookNotifier needs notify.slack.webhook_url")
         # The URL itself is the credential: it never appears in logs or errors.
         self._url = settings.webhook_url.get_secret_value()
+        self._redactor = Redactor(urls=[self._url])
         self._timeout = timeout
         self._session: aiohttp.ClientSession | None = None
         self._client: AsyncWebhookClient | None = None
 
     def __repr__(self) -> str:
         return "SlackWebhookNotifier(url=***)"
+
+    def redact(self, text: str) -> str:
+        return self._redactor(text)
 
     def _webhook_client(self) -> AsyncWebhookClient:
         if self._client is None:
@@ -188,8 +261,7 @@ class SlackWebhookNotifier:
                 unfurl_media=False,
             )
         except (aiohttp.ClientError, TimeoutError, OSError, SlackClientError) as error:
-            message = redact(f"slack webhook unreachable: {type(error).__name__}: {error}", [self._url])
-            raise NotifyError(message) from None
+            raise unreachable_error(error, what="slack webhook", redactor=self._redactor) from None
         if 200 <= response.status_code < 300:
             return None
         headers = response.headers or {}
@@ -197,7 +269,7 @@ class SlackWebhookNotifier:
         raise http_status_error(
             response.status_code,
             retry_after=retry_after,
-            body=redact(str(response.body or ""), [self._url]),
+            body=self._redactor(str(response.body or "")),
             receiver="slack webhook",
         )
 

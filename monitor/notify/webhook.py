@@ -2,8 +2,18 @@
 
 The document: {kind, severity, title, text, subject, rule, fields: {label: value}, link, dedup_key,
 created_at}. A 2xx answer is delivered; 429 and 5xx are retried (honouring Retry-After); 401, 403,
-404 and 410 mean the URL is wrong (retried slowly, logged loudly); other 4xx refuse this message.
-Receivers can use `dedup_key` to drop the rare repeat after a crash between send and bookkeeping.
+404 and 410 mean the URL is wrong (retried slowly, logged loudly); a 3xx is never followed and is
+treated like a wrong URL; other 4xx refuse this message.
+
+For receivers: delivery is at least once. Every attempt at one notification, including retries
+after a timeout, a 5xx or a restart of the monitor, carries the same `Idempotency-Key` header,
+equal to the document's `dedup_key` (stable, unique per notification, at most a few hundred
+ASCII characters). A receiver that wants exactly once keeps the keys it has acted on (a day is
+plenty: retries stop once a 2xx is seen) and answers 2xx to a key it already has, without acting
+again. A message delivered long after it was queued says so in its text ("Delayed: queued at ...").
+
+The URL often embeds a token (in its path or query): it never appears in logs, stored errors or
+exceptions, even when the receiver echoes it in its body or a redirect's Location.
 """
 
 from __future__ import annotations
@@ -15,7 +25,7 @@ import httpx
 
 from monitor.config import WebhookSettings
 from monitor.events import Notification
-from monitor.notify.base import NotifyError, http_status_error, redact
+from monitor.notify.base import NotifyError, Redactor, http_status_error
 from monitor.retry_after import parse_retry_after
 
 
@@ -49,11 +59,15 @@ class WebhookNotifier:
             raise ValueError("WebhookNotifier needs notify.webhook.url")
         # Webhook URLs often embed a token: never logged, never in an error.
         self._url = settings.url.get_secret_value()
+        self._redactor = Redactor(urls=[self._url])
         self._timeout = settings.timeout
         self._client: httpx.AsyncClient | None = None
 
     def __repr__(self) -> str:
         return "WebhookNotifier(url=***)"
+
+    def redact(self, text: str) -> str:
+        return self._redactor(text)
 
     async def send(self, notification: Notification, *, thread_ref: str | None) -> str | None:
         if self._client is None:
@@ -64,18 +78,20 @@ class WebhookNotifier:
                 json=webhook_document(notification),
                 headers={"Idempotency-Key": notification.dedup_key},
             )
-        except httpx.HTTPError as error:
-            message = redact(f"webhook unreachable: {type(error).__name__}: {error}", [self._url])
-            raise NotifyError(message) from None
+        except Exception as error:  # httpx raises more than HTTPError (a bad port is a ValueError group)
+            # Only a failed connect proves the receiver never saw the document.
+            never_sent = isinstance(error, httpx.ConnectError | httpx.ConnectTimeout)
+            message = self._redactor(f"webhook unreachable: {type(error).__name__}: {error}")
+            raise NotifyError(message, outcome_unknown=not never_sent) from None
         if response.is_success:
             return None
         headers = response.headers
         retry_after = parse_retry_after(headers.get("Retry-After"), now=time.time(), date_header=headers.get("Date"))
+        body = response.text
+        if response.is_redirect:
+            body = f"redirect to {headers.get('Location', '?')} (not followed: fix notify.webhook.url)"
         raise http_status_error(
-            response.status_code,
-            retry_after=retry_after,
-            body=redact(response.text, [self._url]),
-            receiver="webhook",
+            response.status_code, retry_after=retry_after, body=self._redactor(body), receiver="webhook"
         )
 
     async def aclose(self) -> None:
