@@ -77,6 +77,8 @@ class Daemon:
         # Job tasks running right now: SIGTERM lets them finish (bounded) before closing things.
         self._in_flight: set[asyncio.Task[Any]] = set()
         self._reloading: asyncio.Task[bool] | None = None
+        # The last error of each job that is failing: repeats are not logged again.
+        self._job_errors: dict[str, str] = {}
 
     # The components, by name, for the demo, `check` and tests.
     @property
@@ -127,15 +129,16 @@ class Daemon:
         """Every job once, in pipeline order, waiting for each run's read: what the scheduler spreads
         over time, in one call (`run --once`, `check`, and in-process tests on a manual clock)."""
         parts = self.parts
-        await self.poll_wallet()
+        budget = self._api_budget()
+        await self._guarded("poll_wallet", self.poll_wallet, timeout=budget)()
         if all_runs:
             parts.poller.watch.make_all_due()
         self._mark_hot()
-        await parts.poller.poll_due_runs()
-        await parts.enforcer.tick()
+        await self._guarded("poll_runs", parts.poller.poll_due_runs, timeout=budget)()
+        await self._guarded("enforce", parts.enforcer.tick, timeout=budget)()
         if housekeeping:
-            await self._housekeeping()
-        await parts.dispatcher.deliver_due()
+            await self._guarded("housekeeping", self._housekeeping, timeout=30.0)()
+        await self._guarded("deliver_outbox", parts.dispatcher.deliver_due, timeout=120.0)()
 
     async def run_once(self) -> PassResult:
         """One full pass (`run --once`, `check`): wallet and discovery, every run, rules, outbox, enforcement."""
@@ -161,21 +164,34 @@ class Daemon:
             try:
                 await asyncio.wait_for(job(), timeout=timeout)
                 ok = True
+                if self._job_errors.pop(name, None) is not None:
+                    log.info("job_recovered", job=name)
             except TimeoutError:
-                log.error("job_timed_out", job=name, timeout_seconds=timeout)
+                if self._first_error(name, "timeout"):
+                    log.error("job_timed_out", job=name, timeout_seconds=timeout)
             except asyncio.CancelledError:
                 raise
             except StoreError as exc:
                 runtime.store_failed(str(exc), at=self.clock.now(), mono=self.clock.monotonic())
-                log.error("job_failed", job=name, error=str(exc), error_type="StoreError")
-            except Exception:
-                log.exception("job_failed", job=name)
+                if self._first_error(name, str(exc)):
+                    log.error("job_failed", job=name, error=str(exc), error_type="StoreError")
+            except Exception as exc:
+                # The traceback once per streak of the same error; /healthz and metrics carry the rest.
+                if self._first_error(name, f"{type(exc).__name__}: {exc}"):
+                    log.exception("job_failed", job=name)
             finally:
                 runtime.job_finished(name, ok=ok, mono=self.clock.monotonic())
                 if task is not None:
                     self._in_flight.discard(task)
 
         return run
+
+    def _first_error(self, job: str, error: str) -> bool:
+        """True when this error starts a streak (or differs from the last one) and so is worth a log line."""
+        if self._job_errors.get(job) == error:
+            return False
+        self._job_errors[job] = error
+        return True
 
     def _api_budget(self) -> float:
         api = self.parts.settings.api

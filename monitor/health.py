@@ -23,7 +23,7 @@ from dataclasses import dataclass
 from monitor.clock import Clock
 from monitor.config import Settings
 from monitor.durations import format_duration
-from monitor.runtime import MONITOR_WIDE_KINDS, RuntimeState
+from monitor.runtime import RuntimeState
 
 # Causes of blindness, in the order they are reported.
 KEY_REFUSED = "key_refused"
@@ -103,7 +103,8 @@ def blind_causes(
     limit = stale_limit(settings, runtime, has_runs=has_runs)
     seen = runtime.last_seen_mono if runtime.last_seen_mono is not None else runtime.started_mono
     age = now_mono - seen
-    if age > limit:
+    # Stale data with the key refused or the API down is that cause's consequence, not another message.
+    if age > limit and not causes:
         what = "no read has succeeded" if runtime.last_seen_mono is not None else "nothing has been read"
         causes.append(
             BlindCause(
@@ -162,10 +163,10 @@ def run_warnings(runtime: RuntimeState, *, active: list[str]) -> list[str]:
     warnings = []
     for run_id in active:
         health = runtime.health.get(run_id)
-        if health is not None and health.last_poll_failed and health.last_kind not in MONITOR_WIDE_KINDS:
+        if health is not None and health.last_poll_failed:
             warnings.append(f"run {run_id}: {health.last_kind} ({health.consecutive_failures} in a row)")
     wallet = runtime.wallet_health
-    if wallet.last_poll_failed and wallet.last_kind not in MONITOR_WIDE_KINDS:
+    if wallet.last_poll_failed:
         warnings.append(f"wallet: {wallet.last_kind} ({wallet.consecutive_failures} in a row)")
     return warnings
 

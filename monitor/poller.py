@@ -123,13 +123,15 @@ class Poller:
                 kind, error = "timeout", f"reading and evaluating the run took over {self._run_budget():.0f}s"
             if isinstance(exc, StoreError):
                 self.runtime.store_failed(str(exc), at=self.clock.now(), mono=self.clock.monotonic())
-            self.runtime.run_read_failed(
+            health = self.runtime.run_read_failed(
                 run_id, kind=kind, error=error, at=self.clock.now(), mono=self.clock.monotonic()
             )
-            if kind == "internal_error":
-                log.exception("run_processing_failed", run_id=run_id, kind=kind)
-            else:
-                log.error("run_processing_failed", run_id=run_id, kind=kind, error=error)
+            # The traceback once per streak; the repeats are counted (prime_monitor_read_failures_total).
+            if health.consecutive_failures == 1:
+                if kind == "internal_error":
+                    log.exception("run_processing_failed", run_id=run_id, kind=kind)
+                else:
+                    log.error("run_processing_failed", run_id=run_id, kind=kind, error=error)
             return None
 
     # -- one run -------------------------------------------------------------------------------
@@ -181,6 +183,7 @@ class Poller:
             log_.info("run_finished", status=snapshot.status, total_cost_usd=snapshot.total_cost_usd)
         if self.on_reading is not None:
             await self.on_reading(snapshot, verdict)
+        self.runtime.run_processed(run_id)
         return snapshot
 
     async def reread(self, run_id: str) -> RunRead:

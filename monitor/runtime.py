@@ -167,13 +167,20 @@ class RuntimeState:
         self.runs[run_id] = snapshot
         health.last_success_at = snapshot.taken_at
         health.last_success_mono = mono
+        if health.last_kind != "internal_error":
+            self.run_processed(run_id)
+        # else: the streak of failures to process this run goes on until `run_processed` says it ended.
+        self.last_poll_success_at = snapshot.taken_at
+        self._seen(mono)
+        return health
+
+    def run_processed(self, run_id: str) -> None:
+        """A reading of the run went through the rules and enforcement without an error."""
+        health = self.health.setdefault(run_id, RunHealth())
         health.last_error = None
         health.last_kind = "ok"
         health.failing_since = None
         health.consecutive_failures = 0
-        self.last_poll_success_at = snapshot.taken_at
-        self._seen(mono)
-        return health
 
     def run_read_failed(self, run_id: str, *, kind: str, error: str, at: float, mono: float) -> RunHealth:
         """A read of a run gave nothing usable: an API error, bad data, a held decrease or a bug."""

@@ -104,10 +104,13 @@ class SelfWatch:
 
     async def check(self) -> None:
         now, now_mono = self.clock.now(), self.clock.monotonic()
-        channels = [
-            ChannelState(channel, health.failing_since, health.last_error, health.backlog)
-            for channel, health in self.dispatcher.channel_health().items()
-        ]
+        try:
+            channels = [
+                ChannelState(channel, health.failing_since, health.last_error, health.backlog)
+                for channel, health in self.dispatcher.channel_health().items()
+            ]
+        except StoreError:
+            channels = []  # the store is what fails: that cause is reported, channel health is unknown
         active = self._active_runs()
         causes = blind_causes(
             self.settings, self.runtime, now=now, now_mono=now_mono, has_runs=bool(active), channels=channels

@@ -217,8 +217,16 @@ async def test_an_absurd_reading_is_rejected_counted_and_never_alerted(sims: Any
     sim = sims(run("run-a"))
     rig = await MonitorRig(sim, settings(sim, tmp_path, watch={"runs": ["run-a"]})).start()
     await rig.steps(2, 5)
+    # A cost no billing system reports fails the client's bounds; one within them that the run's
+    # tokens cannot explain at any known price fails the reading model. Neither becomes the baseline.
     sim.override_answer(
         endpoint="usage", run_id="run-a", count=1, set={"training": {"cost_usd": 1e300}, "total_cost_usd": 1e300}
+    )
+    await rig.step(10)
+    assert rig.parts.runtime.health["run-a"].last_kind == "invalid_response"
+    await rig.step(10)
+    sim.override_answer(
+        endpoint="usage", run_id="run-a", count=1, set={"training": {"cost_usd": 5e6}, "total_cost_usd": 5e6}
     )
     await rig.step(10)
     assert rig.parts.runtime.health["run-a"].last_kind == "rejected"
@@ -234,9 +242,9 @@ async def test_an_absurd_reading_is_rejected_counted_and_never_alerted(sims: Any
 async def test_the_inference_split_follows_a_price_change_mid_run(sims: Any, tmp_path: Path) -> None:
     sim = sims(run("run-a", FAST))
     rig = await MonitorRig(sim, settings(sim, tmp_path, watch={"runs": ["run-a"]}, rules=[])).start()
-    await rig.steps(6, 5)
+    await rig.steps(3, 10)
     sim.set_pricing("run-a", inference_input_per_mtok=3.0)  # triples the input price from now on
-    await rig.steps(6, 5)
+    await rig.steps(3, 10)
     billed = sim.run_ledger("run-a")["billed"]
     snapshot = rig.parts.runtime.runs["run-a"]
     assert snapshot.inference_cost_usd == pytest.approx(billed["inference_cost_usd"])
