@@ -205,18 +205,21 @@ class PrimeClient:
                     f"page 1 of {short_repr(first.wallet_id)}",
                     endpoint="wallet",
                     status=200,
+                    url=public_url(self._http.build_request("GET", "/billing/wallet").url),
                     field="wallet_id",
                 )
-            fetched += len(page.recent_billings)
+            # A page longer than asked for is cut to what was asked: the rest comes again at the next offset.
+            page_rows = page.recent_billings[:limit]
+            fetched += len(page_rows)
             matched = False
-            for row in page.recent_billings:
+            for row in page_rows:
                 if row.id in seen:
                     continue
                 seen.add(row.id)
                 rows.append(row)
                 if stop_when is not None and not matched and stop_when(row):
                     matched = True
-            if matched or len(page.recent_billings) < limit or fetched >= page.total_billings:
+            if matched or len(page_rows) < limit or fetched >= page.total_billings:
                 complete = True
                 break
             if fetched >= max_rows:

@@ -2,7 +2,8 @@
 
 Every error carries `endpoint` (usage, wallet, delete), `status` (the HTTP status, None when no
 answer came), `url` (scheme://host/path of the request: never its query string, user info or
-headers) and `kind`, one word for the cause that `check`, logs and metrics can show:
+headers; "" when nothing was sent) and `kind`, one word for the cause that `check`, logs and
+metrics can show:
 
 | kind | class | cause |
 | --- | --- | --- |

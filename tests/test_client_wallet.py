@@ -2,18 +2,22 @@
 
 A wallet of 250 rows (the spec's page limit is 100): stop at a known row, cut at max_rows, read
 to the end, and rows that shift while paging (a run billed between two pages) kept once each.
+One case the simulator never produces (a page longer than asked for) is served by canned_api.
 """
 
 from __future__ import annotations
 
+import json
 from collections.abc import Iterator
 from typing import Any
 
 import pytest
+from aiohttp import web
 from pydantic import SecretStr
 
 from monitor.client import PrimeClient
 from monitor.models import BillingEntry
+from tests.support.canned_api import CannedReply, serve_canned_api
 from tests.support.simulator import SimulatorHandle, running_simulator
 
 ROWS = 250
@@ -114,3 +118,37 @@ async def test_get_wallet_is_the_newest_rows(wallet_sim: SimulatorHandle) -> Non
         with pytest.raises(ValueError, match="max_rows must be at least 1"):
             await client.read_wallet(max_rows=0)
     assert _ids(wallet.recent_billings) == [f"bill-{i:03d}" for i in range(130)]
+
+
+async def test_a_page_longer_than_asked_for_is_cut_so_max_rows_holds() -> None:
+    rows = [
+        {
+            "id": f"bill-{i:03d}",
+            "created_at": "2026-01-01T00:00:00Z",
+            "updated_at": "2026-01-01T00:00:00Z",
+            "amount_usd": 1.0,
+            "currency": "USD",
+            "resource_type": "training",
+            "resource_id": f"run-{i}",
+        }
+        for i in range(ROWS)
+    ]
+
+    def twenty_too_many(request: web.Request) -> CannedReply:
+        offset, limit = int(request.query["offset"]), int(request.query["limit"])
+        page = rows[offset : offset + limit + 20]
+        body = {
+            "wallet_id": "w",
+            "balance_usd": 1.0,
+            "currency": "USD",
+            "total_billings": ROWS,
+            "recent_billings": page,
+        }
+        return CannedReply(body=json.dumps(body).encode())
+
+    async with serve_canned_api() as api:
+        api.reply = twenty_too_many
+        async with PrimeClient(base_url=api.base_url, api_key=SecretStr("k" * 20)) as client:
+            read = await client.read_wallet(max_rows=150)
+    assert not read.complete and read.pages == 2
+    assert _ids(read.wallet.recent_billings) == [f"bill-{i:03d}" for i in range(150)]
