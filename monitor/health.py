@@ -100,10 +100,19 @@ def blind_causes(
                 detail=runtime.unreachable_error or "no answer from the API",
             )
         )
+    if runtime.store_failing_since is not None and runtime.store_failing_mono is not None:
+        causes.append(
+            BlindCause(
+                STORE_FAILING,
+                since=runtime.store_failing_since,
+                held_for=now_mono - runtime.store_failing_mono,
+                detail=runtime.store_error or "the state store fails",
+            )
+        )
     limit = stale_limit(settings, runtime, has_runs=has_runs)
     seen = runtime.last_seen_mono if runtime.last_seen_mono is not None else runtime.started_mono
     age = now_mono - seen
-    # Stale data with the key refused or the API down is that cause's consequence, not another message.
+    # Stale data with the key refused, the API down or the store failing is that cause's consequence.
     if age > limit and not causes:
         what = "no read has succeeded" if runtime.last_seen_mono is not None else "nothing has been read"
         causes.append(
@@ -112,15 +121,6 @@ def blind_causes(
                 since=now - age,
                 held_for=age - limit,
                 detail=f"{what} for {format_duration(age)} (limit {format_duration(limit)})",
-            )
-        )
-    if runtime.store_failing_since is not None and runtime.store_failing_mono is not None:
-        causes.append(
-            BlindCause(
-                STORE_FAILING,
-                since=runtime.store_failing_since,
-                held_for=now_mono - runtime.store_failing_mono,
-                detail=runtime.store_error or "the state store fails",
             )
         )
     for channel in channels or []:

@@ -193,8 +193,9 @@ class RuntimeState:
         self.read_failures[("usage", kind)] += 1
         if kind in SEEING_KINDS:
             self._seen(mono)
-        else:
+        elif kind in MONITOR_WIDE_KINDS:
             self._blind_failure(kind, error, at=at, mono=mono)
+        # else (internal_error): our own failure says nothing about the API or the key.
         return health
 
     def wallet_read(self, wallet: WalletSnapshot, *, mono: float) -> None:
@@ -220,7 +221,7 @@ class RuntimeState:
         self.read_failures[("wallet", kind)] += 1
         if kind in SEEING_KINDS:
             self._seen(mono)
-        else:
+        elif kind in MONITOR_WIDE_KINDS:
             self._blind_failure(kind, error, at=at, mono=mono)
 
     def reading_rejected(self, endpoint: str, reason: str) -> None:

@@ -131,7 +131,8 @@ class SelfWatch:
                 self._restored_notice(key, episode, now=now), avoid=failing_channels, cause=key.partition(":")[0]
             )
             changed = True
-        monitor_blind = any(cause.cause in MONITOR_WIDE for cause in causes)
+        # Runs failing because the monitor as a whole cannot see (or store) are covered by that message.
+        monitor_blind = any(cause.cause in MONITOR_WIDE or cause.cause == STORE_FAILING for cause in causes)
         changed |= await self._check_runs(active, monitor_blind=monitor_blind, avoid=failing_channels, now=now)
         if changed:
             self._save()
