@@ -292,10 +292,10 @@ class OutboxDispatcher:
     ) -> None:
         now = self._clock.now()
         notification = item.notification
-        # First, before anything else can fail: this is what makes delivery exactly once.
-        self._store.mark_delivered(item.id, now=now)
-        if notification.thread_key and thread_ref is None and ref:
-            self._store.set_thread_ref(item.channel, notification.thread_key, ref)
+        # First, before anything else can fail: this is what makes delivery exactly once. A new thread
+        # root's ref is stored with it, so no crash leaves its follow-ups without a thread.
+        root = notification.thread_key if notification.thread_key and thread_ref is None and ref else None
+        self._store.mark_delivered(item.id, now=now, thread_key=root, ref=ref if root else None)
         outage_started = state.failing_since
         failures = state.consecutive_failures
         if state.recovered(now=now):
