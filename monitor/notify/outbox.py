@@ -94,7 +94,8 @@ class OutboxDispatcher:
         self._clock = clock
         self._retry_base = retry_base
         self._retry_max = retry_max
-        self._probe_interval = probe_interval if probe_interval is not None else min(retry_max, DEFAULT_PROBE_CEILING)
+        # None: min(retry_max, 5 s), worked out on use so a reload's new retry_max applies to it too.
+        self._probe_override = probe_interval
         self._stale_after = stale_after
         self._pass_seconds = pass_seconds
         self._runtime = runtime
@@ -194,7 +195,8 @@ class OutboxDispatcher:
         if error.permanent:
             return self._retry_max
         # A channel that is down is probed often, so its backlog goes out soon after it recovers.
-        cap = min(self._retry_max, self._probe_interval) if error.scope == "channel" else self._retry_max
+        probe = self._probe_override if self._probe_override is not None else DEFAULT_PROBE_CEILING
+        cap = min(self._retry_max, probe) if error.scope == "channel" else self._retry_max
         step = min(cap, self._retry_base * 2.0 ** min(attempts, 32))
         # Jitter in the upper half: spreads retries without ever retrying sooner than half the step.
         return max(min(self._retry_base, cap), step * self._rng.uniform(0.5, 1.0))
