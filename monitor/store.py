@@ -393,9 +393,12 @@ class StateStore:
         with self._read() as conn:
             return store_outbox.pending(conn, channel=channel)
 
-    def mark_delivered(self, item_id: int, *, now: float) -> None:
+    def mark_delivered(
+        self, item_id: int, *, now: float, thread_key: str | None = None, ref: str | None = None
+    ) -> None:
+        """Delivered; with `thread_key` and `ref`, also the thread's ref on the item's channel (atomically)."""
         with self._write() as conn:
-            changed = store_outbox.mark_delivered(conn, item_id, now=now)
+            changed = store_outbox.mark_delivered(conn, item_id, now=now, thread_key=thread_key, ref=ref)
         if not changed:
             log.warning("outbox_mark_delivered_noop", item_id=item_id)
 

@@ -111,8 +111,17 @@ def pending(conn: sqlite3.Connection, *, channel: str | None) -> list[OutboxEntr
     return [_entry(row) for row in conn.execute(query + " ORDER BY o.id", params).fetchall()]
 
 
-def mark_delivered(conn: sqlite3.Connection, item_id: int, *, now: float) -> bool:
+def mark_delivered(
+    conn: sqlite3.Connection, item_id: int, *, now: float, thread_key: str | None = None, ref: str | None = None
+) -> bool:
     cursor = conn.execute("UPDATE outbox SET delivered_at = ? WHERE id = ? AND delivered_at IS NULL", (now, item_id))
+    if cursor.rowcount > 0 and thread_key and ref:
+        # In the same transaction: a crash cannot leave a delivered thread root without its ref.
+        conn.execute(
+            "INSERT OR REPLACE INTO thread_refs (channel, thread_key, ref)"
+            " SELECT channel, ?, ? FROM outbox WHERE id = ?",
+            (thread_key, ref, item_id),
+        )
     return cursor.rowcount > 0
 
 

@@ -6,10 +6,12 @@ from __future__ import annotations
 
 import asyncio
 import os
+import random
 import signal
 import subprocess
 import sys
 import textwrap
+import time
 from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
 
@@ -288,3 +290,73 @@ def test_a_sender_killed_mid_post_does_not_post_again_after_restart(fake_slack: 
     # The channel id learned by the first process let the second one read the thread.
     assert fake_slack.dedup_keys() == ["alert:run-1:run-cap:e0:t1", "alert:run-1:run-cap:e0:t2"]
     assert reads(fake_slack) == ["conversations.replies"]
+
+
+SOAK_SENDER = textwrap.dedent(
+    """
+    import asyncio, sys
+    from monitor.clock import SYSTEM_CLOCK
+    from monitor.config import SlackSettings
+    from monitor.events import Notification
+    from monitor.notify import OutboxDispatcher, SlackNotifier
+    from monitor.store import StateStore
+    from pydantic import SecretStr
+
+    db, base_url, token, channel, count = sys.argv[1:6]
+
+    async def main():
+        store = StateStore(db)
+        settings = SlackSettings(token=SecretStr(token), channel=channel, base_url=base_url)
+        outbox = OutboxDispatcher(store=store, notifiers=[SlackNotifier(settings)], clock=SYSTEM_CLOCK,
+                                  retry_base=0.05, retry_max=0.2, stale_after=3600)
+        for n in range(int(count)):
+            thread = f"run-{n % 6}:cap:e0"
+            outbox.publish(Notification(kind="alert", dedup_key=f"alert:{thread}:{n}", thread_key=thread,
+                                        severity="warning", title=f"m{n}", text="", created_at=1.8e9))
+        print("ready", flush=True)
+        while store.pending():
+            await outbox.deliver_due()
+            await asyncio.sleep(0.02)
+        print("done", flush=True)
+
+    asyncio.run(main())
+    """
+)
+
+
+def test_twenty_kills_at_random_moments_still_deliver_each_message_once_in_its_thread(
+    fake_slack: FakeSlack, tmp_path: Path
+) -> None:
+    db, count = tmp_path / "state.db", 60
+    # Configured by id, as the docs advise for exactly once from the very first message.
+    args = [str(db), fake_slack.base_url, fake_slack.token, fake_slack.channel_id("#budgets"), str(count)]
+    env = {**os.environ, "PYTHONPATH": str(REPO)}
+    fake_slack.stall_next(100_000, 0.06)  # every answer takes 60 ms: kills land mid-request too
+    rng = random.Random(7)
+
+    def start() -> subprocess.Popen[str]:
+        return subprocess.Popen([sys.executable, "-c", SOAK_SENDER, *args], stdout=subprocess.PIPE,
+                                stderr=subprocess.DEVNULL, text=True, env=env)  # fmt: skip
+
+    for _ in range(20):
+        sender = start()
+        try:
+            assert sender.stdout is not None
+            while (line := sender.stdout.readline()) and line.strip() != "ready":
+                pass
+            time.sleep(rng.uniform(0.0, 0.4))
+        finally:
+            sender.send_signal(signal.SIGKILL)
+            sender.wait(timeout=10)
+    finished = start()
+    output, _ = finished.communicate(timeout=120)
+    assert "done" in output
+
+    keys = fake_slack.dedup_keys()
+    assert sorted(keys, key=str) == sorted((f"alert:run-{n % 6}:cap:e0:{n}" for n in range(count)), key=str)
+    by_thread: dict[str, list[dict[str, object]]] = {}
+    for message, key in zip(fake_slack.messages, keys, strict=True):
+        by_thread.setdefault(str(key).rsplit(":", 1)[0], []).append(message)
+    for messages in by_thread.values():
+        root, *replies = messages
+        assert root["thread_ts"] is None and all(reply["thread_ts"] == root["ts"] for reply in replies)

@@ -18,7 +18,7 @@ from monitor import store_outbox
 from monitor.clock import ManualClock
 from monitor.config import WebhookSettings
 from monitor.events import Notification
-from monitor.notify import ChannelHealth, ConsoleNotifier, OutboxDispatcher, SlackNotifier, WebhookNotifier
+from monitor.notify import ChannelHealth, ConsoleNotifier, Notifier, OutboxDispatcher, SlackNotifier, WebhookNotifier
 from monitor.store import StateStore
 from tests.support.fake_slack import FakeSlack
 from tests.test_notify_blocks import make_notification
@@ -152,7 +152,7 @@ async def test_send_direct_reports_each_channel_and_never_touches_the_store(
     fake_slack: FakeSlack, store: StateStore, clock: ManualClock
 ) -> None:
     console = io.StringIO()
-    notifiers = [
+    notifiers: list[Notifier] = [
         SlackNotifier(fake_slack.settings()),
         ConsoleNotifier(console),
         WebhookNotifier(WebhookSettings(url=SecretStr(closed_port_url()), timeout=5)),

@@ -6,10 +6,12 @@ import socket
 import subprocess
 import sys
 from collections.abc import AsyncIterator
+from urllib.error import URLError
 
 import aiohttp
 import pytest
 from pydantic import SecretStr
+from slack_sdk import WebClient
 from slack_sdk.errors import SlackApiError
 from slack_sdk.web.async_client import AsyncWebClient
 
@@ -318,3 +320,13 @@ async def test_fake_lasting_outages_and_a_listener_that_refuses_connections(fake
     await fake_slack_async.reopen_listener()
 
     assert fake_slack_async.port == port and (await client.auth_test())["ok"]
+
+
+def test_fake_in_thread_mode_goes_offline_and_back_on_the_same_port(fake_slack: FakeSlack) -> None:
+    client = WebClient(token=fake_slack.token, base_url=fake_slack.base_url, retry_handlers=[])
+    fake_slack.go_offline()
+    with pytest.raises(URLError):
+        client.auth_test()
+    fake_slack.go_online()
+
+    assert client.auth_test()["ok"]

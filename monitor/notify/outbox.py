@@ -94,7 +94,8 @@ class OutboxDispatcher:
         self._clock = clock
         self._retry_base = retry_base
         self._retry_max = retry_max
-        self._probe_interval = probe_interval if probe_interval is not None else min(retry_max, DEFAULT_PROBE_CEILING)
+        # None: min(retry_max, 5 s), worked out on use so a reload's new retry_max applies to it too.
+        self._probe_override = probe_interval
         self._stale_after = stale_after
         self._pass_seconds = pass_seconds
         self._runtime = runtime
@@ -201,7 +202,8 @@ class OutboxDispatcher:
         if error.permanent:
             return self._retry_max
         # A channel that is down is probed often, so its backlog goes out soon after it recovers.
-        cap = min(self._retry_max, self._probe_interval) if error.scope == "channel" else self._retry_max
+        probe = self._probe_override if self._probe_override is not None else DEFAULT_PROBE_CEILING
+        cap = min(self._retry_max, probe) if error.scope == "channel" else self._retry_max
         step = min(cap, self._retry_base * 2.0 ** min(attempts, 32))
         # Jitter in the upper half: spreads retries without ever retrying sooner than half the step.
         return max(min(self._retry_base, cap), step * self._rng.uniform(0.5, 1.0))
@@ -299,10 +301,10 @@ class OutboxDispatcher:
     ) -> None:
         now = self._clock.now()
         notification = item.notification
-        # First, before anything else can fail: this is what makes delivery exactly once.
-        self._store.mark_delivered(item.id, now=now)
-        if notification.thread_key and thread_ref is None and ref:
-            self._store.set_thread_ref(item.channel, notification.thread_key, ref)
+        # First, before anything else can fail: this is what makes delivery exactly once. A new thread
+        # root's ref is stored with it, so no crash leaves its follow-ups without a thread.
+        root = notification.thread_key if notification.thread_key and thread_ref is None and ref else None
+        self._store.mark_delivered(item.id, now=now, thread_key=root, ref=ref if root else None)
         outage_started = state.failing_since
         failures = state.consecutive_failures
         if state.recovered(now=now):
