@@ -112,7 +112,10 @@ async def test_bad_data_is_counted_and_never_kept(sim: SimulatorHandle, tmp_path
     rig = Rig(sim, tmp_path, watch={"runs": ["run-qwen4b", "no-such-run"], "discover": False})
     good = await rig.poller.poll_due_runs()
     assert [s.run_id for s in good] == ["run-qwen4b"]
-    assert rig.runtime.health["no-such-run"].last_error == "not found (HTTP 404)"
+    missing = rig.runtime.health["no-such-run"]
+    assert missing.last_kind == "not_found"
+    assert missing.last_error is not None and "not found (HTTP 404)" in missing.last_error
+    assert "/billing/runs/no-such-run/usage" in missing.last_error
     sim.add_fault(kind="drift", endpoint="usage", field="total_cost_usd")
     rig.advance(10)
     assert await rig.poller.poll_due_runs() == []
