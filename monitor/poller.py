@@ -144,6 +144,8 @@ class Poller:
         read = await fetch_run(self.client, run_id, clock=self.clock, team_id=self.settings.api.team_id)
         log_ = log.bind(run_id=run_id)
         if not read.ok:
+            if read.kind == "invalid_response":
+                self.runtime.invalid_responses["usage"] += 1
             self._failed(run_id, kind=read.kind, error=read.error)
             return None
         assert read.snapshot is not None
