@@ -11,11 +11,13 @@ Add a migration by appending to MIGRATIONS with the next version; never edit a r
 
 from __future__ import annotations
 
+import functools
 import json
 import sqlite3
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, ParamSpec, TypeVar
 
 import structlog
 
@@ -241,6 +243,24 @@ def migrate(conn: sqlite3.Connection, *, path: str, migrations: tuple[Migration,
 # -- row codecs: how stored rows map back to the shared types ------------------------------------------
 
 
+_Decoded = TypeVar("_Decoded")
+_Args = ParamSpec("_Args")
+
+
+def row_codec(decode: Callable[_Args, _Decoded]) -> Callable[_Args, _Decoded]:
+    """A row that cannot be decoded (a page damaged inside a row passes SQLite's own checks) is a
+    StoreError naming what failed, never a stray ValueError or KeyError from deep in a job."""
+
+    @functools.wraps(decode)
+    def checked(*args: _Args.args, **kwargs: _Args.kwargs) -> _Decoded:
+        try:
+            return decode(*args, **kwargs)
+        except (ValueError, TypeError, KeyError, AttributeError) as exc:
+            raise StoreError(f"a damaged row in the state store ({decode.__name__}): {type(exc).__name__}") from exc
+
+    return checked
+
+
 def dumps(value: Any) -> str:
     return json.dumps(value, separators=(",", ":"), ensure_ascii=False)
 
@@ -250,14 +270,17 @@ def encode_run_snapshot(data: dict[str, Any]) -> str:
     return dumps({k: v for k, v in data.items() if k not in ("run_id", "taken_at")})
 
 
+@row_codec
 def decode_run_snapshot(run_id: str, taken_at: float, data: str) -> RunSnapshot:
     return RunSnapshot.from_dict({**json.loads(data), "run_id": run_id, "taken_at": taken_at})
 
 
+@row_codec
 def decode_wallet_snapshot(taken_at: float, data: str) -> WalletSnapshot:
     return WalletSnapshot.from_dict({**json.loads(data), "taken_at": taken_at})
 
 
+@row_codec
 def decode_notification(data: str) -> Notification:
     raw = json.loads(data)
     known = {k: v for k, v in raw.items() if k in Notification.__dataclass_fields__}
@@ -283,6 +306,7 @@ def encode_alert(state: AlertState) -> tuple[Any, ...]:
     )
 
 
+@row_codec
 def decode_alert(row: tuple[Any, ...]) -> AlertState:
     subject, rule, tier, episode, opened_at, last_notified_at, last_value, severity = row
     return AlertState(
@@ -312,6 +336,7 @@ def encode_action(record: ActionRecord) -> tuple[Any, ...]:
     )
 
 
+@row_codec
 def decode_action(row: tuple[Any, ...]) -> ActionRecord:
     id_, run_id, rule, decision, reason, created_at, config_hash, dry_run, evidence, intent_id = row
     return ActionRecord(
@@ -334,6 +359,7 @@ OUTBOX_SELECT = (
 )
 
 
+@row_codec
 def decode_outbox_item(row: tuple[Any, ...]) -> OutboxItem:
     id_, channel, attempts, next_attempt_at, last_error, data = row
     return OutboxItem(

@@ -14,6 +14,7 @@ from pathlib import Path
 
 import pytest
 
+from monitor.snapshots import RunSnapshot
 from monitor.store import SCHEMA_VERSION, SchemaTooNewError, StateFileRefusedError, StateStore, StoreError
 from monitor.store_file import create_if_missing
 from tests.support.daemon import DaemonFactory
@@ -208,3 +209,15 @@ def test_run_refuses_a_file_that_is_not_a_state_file(
     assert exit_code != 0, output
     assert str(path) in output and reason in output
     assert "Traceback" not in output and SECRET not in output
+
+
+def test_a_row_damaged_inside_is_a_store_error_not_a_stray_value_error(tmp_path: Path) -> None:
+    """Damage inside a row's bytes passes SQLite's integrity check; reading the row must still fail
+    as the store failing (named, counted, alerted), never as a ValueError deep in a job."""
+    path = tmp_path / "state.db"
+    with StateStore(path) as store:
+        store.save_run_snapshot(RunSnapshot(run_id="run-a", taken_at=1.0, total_cost_usd=1.0))
+    with sqlite3.connect(path) as conn:
+        conn.execute("UPDATE run_latest SET data = '{not json'")
+    with StateStore(path) as store, pytest.raises(StoreError, match="damaged row"):
+        store.latest_run_snapshots()
