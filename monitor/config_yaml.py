@@ -137,6 +137,10 @@ def parse_yaml_document(text: str, *, source: str, error: type[ConfigError], sec
         ) from None
     except yaml.YAMLError as exc:
         raise error(f"{source}: not valid YAML: {exc}") from None
+    except (ValueError, OverflowError):
+        # PyYAML lets these through for an escape naming no character ("\\UFFFFFFFF" -> chr() fails).
+        line = loader.line + 1 if loader is not None else 1
+        raise error(f"{source}: not valid YAML at line {line}: an escape sequence names no character") from None
     finally:
         if loader is not None:
             loader.dispose()

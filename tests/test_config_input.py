@@ -44,6 +44,7 @@ FILE_CASES: dict[str, tuple[bytes, list[str]]] = {
     "python tag": (b"api: !!python/object/apply:os.system ['true']\n", ["!!python/object/apply", "line 1"]),
     "binary tag": (b"api: {team_id: !!binary aGVsbG8=}\n", ["!!binary", "line 1"]),
     "custom tag": (b"poll: {interval: !secret x}\n", ["!secret", "line 1"]),
+    "escape beyond unicode": (b'api: {team_id: "\\UFFFFFFFF"}\n', ["line 1", "escape sequence"]),
     "lone surrogate": (b'api: {team_id: "\\ud800"}\n', ["surrogate", "line 1"]),
     "number too long": (b"poll: {interval: " + b"9" * 5000 + b"}\n", ["number too long", "line 1"]),
     "huge int duration": (b"poll: {interval: " + b"9" * 400 + b"}\n", ["poll.interval (line 1)", "at most"]),
