@@ -32,7 +32,7 @@ def run_id_problem(run_id: object) -> str | None:
     for char in run_id:
         if char in "/\\":
             return f"a run id cannot contain {char!r}: it would address another path"
-        if char.isspace() and char != " " or unicodedata.category(char) in ("Cc", "Cf", "Cs", "Zl", "Zp"):
+        if (char.isspace() and char != " ") or unicodedata.category(char) in ("Cc", "Cf", "Cs", "Zl", "Zp"):
             return f"a run id cannot contain the control or invisible character U+{ord(char):04X}"
     return None
 
