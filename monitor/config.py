@@ -2,7 +2,9 @@
 
 Precedence, highest first: `PRIME_MONITOR_<SECTION>__<KEY>` env vars, the official CLI's env
 names (`PRIME_API_KEY`, `PRIME_API_BASE_URL`, `PRIME_TEAM_ID`, plus `SLACK_BOT_TOKEN`), the YAML
-file, the defaults. Errors name the file and the field's path (`rules[0] (run-cap).threshold`).
+file, the defaults. The file is read by config_yaml (plain YAML only), the environment by config_env
+(each value keeps the variable it came from). Any bad input is one ConfigError naming the file and
+the field's path with its line or variable (`rules[0] (run-cap).threshold (line 7)`).
 """
 
 from __future__ import annotations

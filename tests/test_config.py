@@ -166,3 +166,29 @@ def test_config_hash_changes_with_rules_but_not_with_secrets(monkeypatch: pytest
     same = load_settings(None, overrides={"rules": [{"name": "a", "threshold": 1}]})
     assert base.config_hash() != other.config_hash()
     assert base.config_hash() == same.config_hash()
+
+
+def test_the_run_metric_table_covers_every_rule_metric_and_marks_the_price_split_derived() -> None:
+    from typing import get_args
+
+    from monitor.rules_config import MEASURED_RUN_METRICS, RUN_METRIC_TABLE, RUN_TOTALS, RunMetric, is_measured
+    from monitor.snapshots import RunSnapshot
+
+    assert [m.name for m in RUN_METRIC_TABLE] == list(get_args(RunMetric))
+    # What the usage endpoint reports as figures of its own: the only metrics a delete may act on.
+    assert {
+        "total_cost_usd",
+        "training_cost_usd",
+        "inference_cost_usd",
+        "total_tokens",
+        "training_tokens",
+        "inference_input_tokens",
+        "inference_output_tokens",
+    } == MEASURED_RUN_METRICS
+    assert not is_measured("inference_input_cost_usd") and not is_measured("projected_cost_usd")
+    snapshot = RunSnapshot(run_id="r", taken_at=0.0)
+    for name in RUN_TOTALS:  # every total in the table is one a snapshot can read
+        assert snapshot.metric(name) == 0.0
+    for derived in ("inference_input_cost_usd", "inference_output_cost_usd"):
+        alert = load_settings(None, overrides={"rules": [{"name": "a", "metric": derived, "threshold": 5}]}, environ={})
+        assert alert.run_rules[0].metric == derived  # alerting on an estimate is fine
