@@ -1,7 +1,7 @@
 """Command line: `prime-cost-monitor run|check|validate|status|protect|unprotect|simulate|demo`.
 
 Exit codes (check and run --once): 0 all within budget, 1 a rule breached, 2 bad config,
-3 API unreachable or unauthorised.
+3 API unreachable or unauthorised; 70 an internal error (a bug: one line, the traceback with --debug).
 """
 
 from __future__ import annotations
@@ -9,27 +9,35 @@ from __future__ import annotations
 import argparse
 import asyncio
 import contextlib
+import functools
 import json
+import os
 import signal
 import sys
+import traceback
 from pathlib import Path
 
+import structlog
 from rich.console import Console
 
 from monitor import __version__
-from monitor.config import ConfigError, Settings, load_settings
+from monitor.config import ConfigError, LoadedConfig, Settings, load_config
 from monitor.durations import parse_duration
-from monitor.logs import configure_logging, register_secrets, secrets_of
+from monitor.logs import configure_logging, register_secrets, scrub, secrets_of
 from monitor.passes import EXIT_CONFIG, EXIT_OK
 from monitor.store_schema import StoreError
 
 
+@functools.cache
 def build_parser() -> argparse.ArgumentParser:
+    """Built once per process: parsing leaves it unchanged, and building it costs milliseconds that
+    add up when main() is called in-process thousands of times (the config fuzz tests)."""
     parser = argparse.ArgumentParser(
         prog="prime-cost-monitor",
         description="Guards the money spent on Prime Intellect Training API runs.",
     )
     parser.add_argument("--version", action="version", version=f"%(prog)s {__version__}")
+    parser.add_argument("--debug", action="store_true", help="on an internal error, print its traceback")
     commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
     run = commands.add_parser("run", help="the daemon: poll, export metrics, alert, enforce")
@@ -77,10 +85,26 @@ def _state_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--state", help="the state store file (overrides the config's state.path)")
 
 
+EXIT_INTERNAL = 70  # EX_SOFTWARE: a bug in the monitor, not in the input
+
+
+def _say(text: str) -> None:
+    """One message on stderr, secrets masked, whatever the file names or values hold."""
+    print(f"prime-cost-monitor: {scrub(text)}", file=sys.stderr)
+
+
+def _read(path: Path | None) -> LoadedConfig:
+    loaded = load_config(path)
+    register_secrets(secrets_of(loaded.settings))
+    return loaded
+
+
 def _load(path: Path | None) -> Settings:
-    settings = load_settings(path)
-    register_secrets(secrets_of(settings))
-    return settings
+    """Settings for commands that print results: warnings go to stderr, once."""
+    loaded = _read(path)
+    for warning in loaded.warnings:
+        _say(f"warning: {warning}")
+    return loaded.settings
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -90,27 +114,52 @@ def main(argv: list[str] | None = None) -> int:
     try:
         return _dispatch(args)
     except ConfigError as exc:
-        print(f"prime-cost-monitor: {exc}", file=sys.stderr)
+        _say(str(exc))
         return EXIT_CONFIG
     except StoreError as exc:
-        print(f"prime-cost-monitor: state.path: {exc}", file=sys.stderr)
+        _say(f"state.path: {exc}")
         return EXIT_CONFIG
     except KeyboardInterrupt:
         return 130
+    except BrokenPipeError:
+        # stdout was closed (`status | head`): nothing more to say. Point it at /dev/null so the
+        # interpreter's final flush does not fail again.
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        return EXIT_OK
+    except Exception as exc:
+        # A bug: one line, never a traceback, unless asked for. Secrets are masked either way.
+        _say(f"internal error: {type(exc).__name__}: {exc}")
+        if args.debug:
+            print(scrub("".join(traceback.format_exception(exc))), file=sys.stderr)
+        else:
+            _say("run again with --debug for the traceback, and please report it")
+        return EXIT_INTERNAL
 
 
 def _dispatch(args: argparse.Namespace) -> int:
     command: str = args.command
     if command == "validate":
         settings = _load(args.file)
-        print(f"{args.file}: ok ({len(settings.rules)} rules, config hash {settings.config_hash()})")
+        shown = str(args.file).encode("utf-8", "backslashreplace").decode("utf-8")
+        print(f"{shown}: ok ({len(settings.rules)} rules, config hash {settings.config_hash()})")
         return EXIT_OK
     if command == "check":
         return asyncio.run(_check(_load(args.config), as_json=args.json))
     if command == "run":
-        settings = _load(args.config)
+        loaded = _read(args.config)
+        settings = loaded.settings
         configure_logging(fmt=args.log_format or settings.log.format, level=settings.log.level)
-        return asyncio.run(_run(settings, config_path=args.config, once=args.once))
+        log = structlog.get_logger("monitor.cli")
+        for warning in loaded.warnings:
+            log.warning("config_warning", warning=warning)
+        try:
+            return asyncio.run(_run(settings, config_path=args.config, once=args.once))
+        except (ConfigError, StoreError):
+            raise  # said by main, exit 2
+        except Exception:
+            # The daemon's log stream is where operators look: the traceback goes there, redacted.
+            log.exception("daemon_crashed")
+            return EXIT_INTERNAL
     if command in ("status", "protect", "unprotect"):
         from monitor.status_cli import run_state_command
 
@@ -127,7 +176,10 @@ def _dispatch(args: argparse.Namespace) -> int:
     if command == "demo":
         from monitor.demo import run_demo
 
-        duration = parse_duration(args.duration) if args.duration else None
+        try:
+            duration = parse_duration(args.duration) if args.duration else None
+        except ValueError as exc:
+            raise ConfigError(f"--duration: {exc}") from None
         return run_demo(metrics_port=args.port, duration=duration, live=not args.no_live)
     raise AssertionError(command)
 

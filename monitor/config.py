@@ -2,7 +2,9 @@
 
 Precedence, highest first: `PRIME_MONITOR_<SECTION>__<KEY>` env vars, the official CLI's env
 names (`PRIME_API_KEY`, `PRIME_API_BASE_URL`, `PRIME_TEAM_ID`, plus `SLACK_BOT_TOKEN`), the YAML
-file, the defaults. Errors name the file and the field's path (`rules[0] (run-cap).threshold`).
+file, the defaults. The file is read by config_yaml (plain YAML only), the environment by config_env
+(each value keeps the variable it came from). Any bad input is one ConfigError naming the file and
+the field's path with its line or variable (`rules[0] (run-cap).threshold (line 7)`).
 """
 
 from __future__ import annotations
@@ -11,21 +13,41 @@ import hashlib
 import json
 import os
 from collections.abc import Mapping
+from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
-import yaml
-from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationError, field_validator, model_validator
+import httpx
+from pydantic import (
+    AfterValidator,
+    BaseModel,
+    ConfigDict,
+    Field,
+    SecretStr,
+    ValidationError,
+    field_validator,
+    model_validator,
+)
 from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, SettingsConfigDict
 
-from monitor.durations import Duration
-from monitor.rules_config import Rule, RunRule, WalletRule
+from monitor.config_env import deep_merge, read_env
+from monitor.config_errors import format_validation_error
+from monitor.config_yaml import ConfigError, YamlDocument, parse_yaml_document, parse_yaml_mapping, read_config_bytes
+from monitor.durations import DAY, WEEK, Duration, format_duration, within
+from monitor.rules_config import Rule, RunId, RunRule, WalletRule
+
+__all__ = ["ConfigError", "LoadedConfig", "Settings", "load_config", "load_settings", "parse_yaml_mapping"]
 
 DEFAULT_BASE_URL = "https://api.primeintellect.ai"
-
-
-class ConfigError(Exception):
-    """Bad configuration; the message names the file and the field. The CLI exits 2 on it."""
+# A request or a delivery that needs longer than this is a hang, not a slow answer.
+MAX_TIMEOUT = 600.0
+# Secrets a config file may hold (they belong in the environment): the file's mode is checked.
+SECRET_PATHS: tuple[tuple[str, ...], ...] = (
+    ("api", "api_key"),
+    ("notify", "slack", "token"),
+    ("notify", "slack", "webhook_url"),
+    ("notify", "webhook", "url"),
+)
 
 
 class _Section(BaseModel):
@@ -37,24 +59,73 @@ def normalise_base_url(url: str) -> str:
     return url.strip().rstrip("/").removesuffix("/api/v1").rstrip("/")
 
 
+def url_problem(value: str) -> str | None:
+    """Why `value` cannot be an http(s) URL the clients can use, or None. Never quotes the value:
+    a webhook URL is a secret."""
+    if not value.startswith(("http://", "https://")):
+        return "must start with http:// or https://"
+    if len(value) > 2048:
+        return "is longer than 2048 characters"
+    if not value.isprintable() or any(char.isspace() for char in value):
+        return "cannot hold spaces or control characters"
+    try:
+        host = httpx.URL(value).host
+    except Exception:  # httpx raises several types for a malformed URL; any of them means "not usable"
+        return "is not a valid URL"
+    return None if host else "has no host"
+
+
+def _checked_url(value: str) -> str:
+    problem = url_problem(value)
+    if problem is not None:
+        raise ValueError(problem)
+    return value
+
+
+def _checked_secret_url(value: SecretStr) -> SecretStr:
+    _checked_url(value.get_secret_value())
+    return value
+
+
+def _plain_text(value: str) -> str:
+    if not value.isprintable():
+        raise ValueError("cannot hold control or invisible characters")
+    return value
+
+
+Url = Annotated[str, AfterValidator(_checked_url)]
+SecretUrl = Annotated[SecretStr, AfterValidator(_checked_secret_url)]
+PlainText = Annotated[str, Field(max_length=1000), AfterValidator(_plain_text)]
+Timeout = Annotated[Duration, within(low=0.1, high=MAX_TIMEOUT)]
+
+
 class ApiSettings(_Section):
-    base_url: str = DEFAULT_BASE_URL
+    base_url: Url = DEFAULT_BASE_URL
     api_key: SecretStr | None = None
-    team_id: str | None = None
-    timeout: Duration = 10.0
+    team_id: PlainText | None = None
+    # A total deadline per request.
+    timeout: Timeout = 10.0
     max_concurrency: int = Field(default=16, ge=1, le=256)
     max_retries: int = Field(default=4, ge=0, le=20)
     # A response body larger than this is refused (InvalidResponseError), never read into memory whole.
     max_response_bytes: int = Field(default=8 * 1024 * 1024, ge=1024, le=1024**3)
     # Where a person opens a run; used in alert links.
-    dashboard_url: str = "https://app.primeintellect.ai/dashboard/training/{run_id}"
+    dashboard_url: str = Field(default="https://app.primeintellect.ai/dashboard/training/{run_id}", max_length=2048)
 
     @field_validator("base_url")
     @classmethod
     def _normalise(cls, value: str) -> str:
-        if not value.startswith(("http://", "https://")):
-            raise ValueError("must start with http:// or https://")
         return normalise_base_url(value)
+
+    @field_validator("dashboard_url")
+    @classmethod
+    def _fills_in_run_id(cls, value: str) -> str:
+        # Alerts fill it in with str.format: a stray brace would fail every alert that carries a link.
+        try:
+            value.format(run_id="run-id")
+        except Exception:  # KeyError, IndexError, ValueError: all mean the template cannot be filled in
+            raise ValueError("only {run_id} may stand in braces (write {{ and }} for literal braces)") from None
+        return value
 
 
 class DiscoverySelector(_Section):
@@ -68,43 +139,47 @@ class DiscoverySelector(_Section):
 
 
 class WatchSettings(_Section):
-    runs: list[str] = Field(default_factory=list)
+    runs: list[RunId] = Field(default_factory=list)
     discover: bool = True
     select: DiscoverySelector = Field(default_factory=DiscoverySelector)
     # Discovery pages the wallet's billing rows (100 a page) until it reaches rows it has already seen;
     # this bounds one read (the first one, or after a long gap). Rows past it are counted as unread.
     wallet_rows: int = Field(default=1000, ge=1, le=100_000)
     # How long a finished run's series stay in /metrics after its final read.
-    retention: Duration = 86400.0
+    retention: Duration = DAY
 
 
 class PollSettings(_Section):
-    interval: Duration = 30.0
-    wallet_interval: Duration = 60.0
+    interval: Annotated[Duration, within(low=1.0, high=DAY)] = 30.0
+    wallet_interval: Annotated[Duration, within(low=1.0, high=DAY)] = 60.0
     # Poll runs near a threshold (or with a delete pending) at min_interval instead of interval.
     adaptive: bool = True
-    min_interval: Duration = 5.0
+    min_interval: Annotated[Duration, within(low=0.1, high=DAY)] = 5.0
     # Window for burn rates (USD/hour) computed from the snapshot history.
-    burn_window: Duration = 900.0
+    burn_window: Annotated[Duration, within(low=1.0, high=WEEK)] = 900.0
     # A run that answers 404 is polled less and less often, doubling from interval up to this.
-    not_found_backoff_max: Duration = 3600.0
+    not_found_backoff_max: Annotated[Duration, within(low=1.0, high=WEEK)] = 3600.0
 
     @model_validator(mode="after")
-    def _bounds(self) -> PollSettings:
-        if self.interval < 1:
-            raise ValueError("interval must be at least 1s")
+    def _consistent(self) -> PollSettings:
         if self.min_interval > self.interval:
             raise ValueError("min_interval cannot be longer than interval")
+        if self.not_found_backoff_max < self.interval:
+            raise ValueError("not_found_backoff_max cannot be shorter than interval (it backs off from interval)")
+        if self.burn_window < 2 * self.interval:
+            raise ValueError(
+                "burn_window must be at least twice interval: a burn rate needs two readings inside the window"
+            )
         return self
 
 
 class SlackSettings(_Section):
     token: SecretStr | None = None
-    channel: str | None = None
+    channel: PlainText | None = None
     # Incoming-webhook URL: plain posts, no threads. Used when no token is given.
-    webhook_url: SecretStr | None = None
+    webhook_url: SecretUrl | None = None
     # Slack Web API base (tests point it at a local fake).
-    base_url: str | None = None
+    base_url: Url | None = None
 
     @model_validator(mode="after")
     def _token_needs_channel(self) -> SlackSettings:
@@ -118,8 +193,8 @@ class SlackSettings(_Section):
 
 
 class WebhookSettings(_Section):
-    url: SecretStr | None = None
-    timeout: Duration = 10.0
+    url: SecretUrl | None = None
+    timeout: Timeout = 10.0
 
 
 class NotifySettings(_Section):
@@ -128,13 +203,20 @@ class NotifySettings(_Section):
     # Print alerts to stdout (the demo uses it; handy without Slack).
     console: bool = False
     # Outbox delivery: first retry after retry_base, doubling, capped at retry_max.
-    retry_base: Duration = 5.0
-    retry_max: Duration = 300.0
+    retry_base: Annotated[Duration, within(low=0.1, high=DAY)] = 5.0
+    retry_max: Annotated[Duration, within(low=0.1, high=DAY)] = 300.0
+
+    @model_validator(mode="after")
+    def _base_within_max(self) -> NotifySettings:
+        if self.retry_base > self.retry_max:
+            raise ValueError("retry_base cannot be longer than retry_max")
+        return self
 
 
 class EnforceSettings(_Section):
     dry_run: bool = True
-    grace_period: Duration = 120.0
+    # 0 is allowed: delete as soon as the readings confirm the breach.
+    grace_period: Annotated[Duration, within(low=0.0, high=WEEK)] = 120.0
     confirm_polls: int = Field(default=2, ge=1, le=20)
     max_deletes_per_hour: int = Field(default=3, ge=0, le=1000)
     protect: list[str] = Field(default_factory=list, description="run ids or run-name globs never deleted")
@@ -148,7 +230,7 @@ class ServerSettings(_Section):
     @classmethod
     def _host_port(cls, value: str) -> str:
         _host, sep, port = value.rpartition(":")
-        if not sep or not port.isdigit() or not 0 <= int(port) <= 65535:
+        if not sep or not (port.isascii() and port.isdigit()) or len(port) > 5 or not 0 <= int(port) <= 65535:
             raise ValueError("must be HOST:PORT, e.g. 0.0.0.0:9477")
         return value
 
@@ -162,7 +244,7 @@ class ServerSettings(_Section):
 
 
 class StateSettings(_Section):
-    path: str = "./prime-cost-monitor.db"
+    path: Annotated[str, Field(min_length=1, max_length=4096), AfterValidator(_plain_text)] = "./prime-cost-monitor.db"
     history_per_run: int = Field(default=2000, ge=10, le=1_000_000)
 
 
@@ -174,12 +256,20 @@ class HealthSettings(_Section):
     stale_intervals: int = Field(default=3, ge=1, le=1000)
     # How long the monitor must be blind (key refused, API unreachable, data stale, store or
     # notifications failing) before the "monitor is blind" notification; a blip sends nothing.
-    blind_after: Duration = 120.0
+    # 0 tells at once.
+    blind_after: Annotated[Duration, within(low=0.0, high=DAY)] = 120.0
     # /healthz fails (so an orchestrator restarts the daemon) when the scheduler stalls or every job
     # has failed for this long.
-    unhealthy_after: Duration = 600.0
+    unhealthy_after: Annotated[Duration, within(low=1.0, high=WEEK)] = 600.0
     # A run that fails this many polls in a row, while other reads succeed, gets one "cannot read" alert.
     run_alert_after: int = Field(default=2, ge=1, le=1000)
+
+    @model_validator(mode="after")
+    def _told_before_restarted(self) -> HealthSettings:
+        # Restarting before telling would loop restarts and never say why.
+        if self.unhealthy_after < self.blind_after:
+            raise ValueError("unhealthy_after cannot be shorter than blind_after")
+        return self
 
 
 class LogSettings(_Section):
@@ -187,45 +277,16 @@ class LogSettings(_Section):
     level: Literal["debug", "info", "warning", "error"] = "info"
 
 
-class _PrimeEnvSource(PydanticBaseSettingsSource):
-    """The official CLI's env names, so one exported PRIME_API_KEY serves both tools."""
-
-    _NAMES = {
-        "PRIME_API_KEY": ("api", "api_key"),
-        "PRIME_API_BASE_URL": ("api", "base_url"),
-        "PRIME_TEAM_ID": ("api", "team_id"),
-        "SLACK_BOT_TOKEN": ("notify", "slack", "token"),
-    }
-
-    def __init__(self, settings_cls: type[BaseSettings], environ: Mapping[str, str]) -> None:
-        super().__init__(settings_cls)
-        self._environ = environ
-
-    def get_field_value(self, field: Any, field_name: str) -> tuple[Any, str, bool]:  # pragma: no cover
-        return None, field_name, False
-
-    def __call__(self) -> dict[str, Any]:
-        out: dict[str, Any] = {}
-        for env_name, path in self._NAMES.items():
-            value = self._environ.get(env_name)
-            if not value:
-                continue
-            node = out
-            for key in path[:-1]:
-                node = node.setdefault(key, {})
-            node[path[-1]] = value
-        return out
-
-
 class Settings(BaseSettings):
-    model_config = SettingsConfigDict(
-        env_prefix="PRIME_MONITOR_", env_nested_delimiter="__", extra="forbid", case_sensitive=False
-    )
+    """Validated settings. `load_config` merges the file and the environment into it (it keeps where
+    each value came from, for errors); constructing Settings directly reads no environment."""
+
+    model_config = SettingsConfigDict(extra="forbid")
 
     api: ApiSettings = Field(default_factory=ApiSettings)
     watch: WatchSettings = Field(default_factory=WatchSettings)
     poll: PollSettings = Field(default_factory=PollSettings)
-    rules: list[Rule] = Field(default_factory=list)
+    rules: list[Rule] = Field(default_factory=list, max_length=1000)
     notify: NotifySettings = Field(default_factory=NotifySettings)
     enforce: EnforceSettings = Field(default_factory=EnforceSettings)
     server: ServerSettings = Field(default_factory=ServerSettings)
@@ -234,12 +295,18 @@ class Settings(BaseSettings):
     log: LogSettings = Field(default_factory=LogSettings)
 
     @model_validator(mode="after")
-    def _unique_rule_names(self) -> Settings:
+    def _consistent(self) -> Settings:
         seen: set[str] = set()
         for rule in self.rules:
             if rule.name in seen:
                 raise ValueError(f"two rules are named {rule.name!r}; rule names must be unique")
             seen.add(rule.name)
+        slowest = max(self.poll.interval, self.poll.wallet_interval)
+        if self.health.unhealthy_after <= slowest:
+            raise ValueError(
+                f"health.unhealthy_after ({format_duration(self.health.unhealthy_after)}) must be longer than "
+                f"poll.interval and poll.wallet_interval ({format_duration(slowest)}), or /healthz fails between polls"
+            )
         return self
 
     @classmethod
@@ -251,8 +318,8 @@ class Settings(BaseSettings):
         dotenv_settings: PydanticBaseSettingsSource,
         file_secret_settings: PydanticBaseSettingsSource,
     ) -> tuple[PydanticBaseSettingsSource, ...]:
-        # The YAML file arrives as init kwargs (load_settings reads it), so env beats file.
-        return (env_settings, _PrimeEnvSource(settings_cls, os.environ), init_settings)
+        # The environment is read by load_config (config_env), which knows each value's variable.
+        return (init_settings,)
 
     @property
     def run_rules(self) -> list[RunRule]:
@@ -269,76 +336,90 @@ class Settings(BaseSettings):
         return hashlib.sha256(canonical.encode()).hexdigest()[:12]
 
 
-def _format_loc(loc: tuple[int | str, ...], raw_rules: object) -> str:
-    out = ""
-    parts = list(loc)
-    i = 0
-    while i < len(parts):
-        part = parts[i]
-        if isinstance(part, int):
-            out += f"[{part}]"
-            if out.startswith("rules[") and out.count("[") == 1 and isinstance(raw_rules, list):
-                rule = raw_rules[part] if part < len(raw_rules) else None
-                if isinstance(rule, dict) and rule.get("name"):
-                    out += f" ({rule['name']})"
-                # Pydantic adds the union member's tag (run/wallet) after the index: not a field.
-                if i + 1 < len(parts) and parts[i + 1] in ("run", "wallet"):
-                    i += 1
-        else:
-            out += ("." if out else "") + str(part)
-        i += 1
-    return out or "(top level)"
+@dataclass(frozen=True)
+class LoadedConfig:
+    """Settings, and what a person should hear about them (unknown env names, a readable secret file)."""
+
+    settings: Settings
+    warnings: list[str] = field(default_factory=list)
 
 
-def format_validation_error(error: ValidationError, source: str, raw: Mapping[str, Any]) -> str:
-    lines = [f"{source}: invalid configuration"]
-    for item in error.errors(include_url=False, include_input=False):
-        lines.append(f"  {_format_loc(tuple(item['loc']), raw.get('rules'))}: {item['msg']}")
-    return "\n".join(lines)
+def load_settings(
+    path: Path | str | None = None,
+    *,
+    overrides: Mapping[str, Any] | None = None,
+    environ: Mapping[str, str] | None = None,
+) -> Settings:
+    """Read, merge and validate; raises ConfigError, and only ConfigError, naming the file and field."""
+    return load_config(path, overrides=overrides, environ=environ).settings
 
 
-def parse_yaml_mapping(text: str, *, source: str, error: type[ConfigError], sections_hint: str) -> dict[str, Any]:
-    """YAML text whose top level is a mapping; `error` names the source and the line at fault."""
-    try:
-        data = yaml.safe_load(text)
-    except yaml.YAMLError as exc:
-        mark = getattr(exc, "problem_mark", None)
-        where = f" at line {mark.line + 1}, column {mark.column + 1}" if mark is not None else ""
-        raise error(f"{source}: not valid YAML{where}: {getattr(exc, 'problem', exc)}") from None
-    if data is None:
-        return {}
-    if not isinstance(data, dict):
-        raise error(f"{source}: the top level must be a mapping ({sections_hint})")
-    return data
+def load_config(
+    path: Path | str | None = None,
+    *,
+    overrides: Mapping[str, Any] | None = None,
+    environ: Mapping[str, str] | None = None,
+) -> LoadedConfig:
+    """The settings from `path` (or none), the environment (default os.environ) and `overrides` (tests).
 
-
-def read_yaml(path: Path) -> dict[str, Any]:
-    try:
-        text = path.read_text(encoding="utf-8")
-    except OSError as exc:
-        raise ConfigError(f"{path}: cannot read the config file: {exc.strerror or exc}") from None
-    return parse_yaml_mapping(
-        text, source=str(path), error=ConfigError, sections_hint="sections api, watch, rules, ..."
-    )
-
-
-def load_settings(path: Path | str | None = None, *, overrides: Mapping[str, Any] | None = None) -> Settings:
-    """Read, merge and validate; raises ConfigError naming the file and field."""
-    raw: dict[str, Any] = read_yaml(Path(path)) if path is not None else {}
-    if overrides:
-        raw = _deep_merge(raw, dict(overrides))
+    Raises ConfigError and nothing else for any input: a SIGHUP reload relies on catching it alone.
+    """
     source = str(path) if path is not None else "configuration"
     try:
-        return Settings(**raw)
+        return _load(path, overrides=overrides, environ=os.environ if environ is None else environ)
+    except ConfigError:
+        raise
+    except Exception as exc:
+        # Every known bad input has its own message; this net keeps an unforeseen one from escaping
+        # as a traceback (or killing a reload). The value is not quoted: it may be a secret.
+        raise ConfigError(
+            f"{source}: cannot be read as a configuration ({type(exc).__name__}); "
+            "this is a bug in prime-cost-monitor, please report it"
+        ) from None
+
+
+def _load(path: Path | str | None, *, overrides: Mapping[str, Any] | None, environ: Mapping[str, str]) -> LoadedConfig:
+    document = YamlDocument(data={})
+    if path is not None:
+        text = read_config_bytes(Path(path))
+        document = parse_yaml_document(
+            text, source=str(path), error=ConfigError, sections_hint="sections api, watch, rules, ..."
+        )
+    env = read_env(environ, Settings)
+    raw = deep_merge(document.data, env.data)
+    if overrides:
+        raw = deep_merge(raw, dict(overrides))
+    source = str(path) if path is not None else "configuration"
+    try:
+        settings = Settings.model_validate(raw)
     except ValidationError as exc:
-        raise ConfigError(format_validation_error(exc, source, raw)) from None
+        raise ConfigError(format_validation_error(exc, source, raw, document=document, env=env)) from None
+    warnings = list(env.warnings)
+    if path is not None:
+        warnings.extend(_readable_secret_warning(Path(path), document.data))
+    return LoadedConfig(settings=settings, warnings=warnings)
 
 
-def _deep_merge(base: dict[str, Any], extra: dict[str, Any]) -> dict[str, Any]:
-    out = dict(base)
-    for key, value in extra.items():
-        if isinstance(value, dict) and isinstance(out.get(key), dict):
-            out[key] = _deep_merge(out[key], value)
-        else:
-            out[key] = value
-    return out
+def _readable_secret_warning(path: Path, data: Mapping[str, Any]) -> list[str]:
+    held = [".".join(where) for where in SECRET_PATHS if _get(data, where) not in (None, "")]
+    if not held:
+        return []
+    try:
+        mode = path.stat().st_mode
+    except (OSError, ValueError):
+        return []
+    if not mode & 0o077:
+        return []
+    return [
+        f"{path} holds a secret ({', '.join(held)}) and can be read by other users (mode {mode & 0o777:o}): "
+        f"run `chmod 600 {path}`, or pass the secret in the environment"
+    ]
+
+
+def _get(data: Mapping[str, Any], where: tuple[str, ...]) -> object:
+    node: object = data
+    for key in where:
+        if not isinstance(node, Mapping):
+            return None
+        node = node.get(key)
+    return node

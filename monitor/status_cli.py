@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import sys
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -19,7 +20,10 @@ from rich.table import Table
 
 from monitor.config import ConfigError, Settings
 from monitor.durations import format_duration, parse_duration
+from monitor.ids import run_id_problem
 from monitor.store import StateStore
+
+_GLOB_CHARS = "*?[]"
 
 
 def _state_path(args: argparse.Namespace, load: Callable[[Path | None], Settings]) -> str:
@@ -45,16 +49,51 @@ def run_state_command(args: argparse.Namespace, *, load: Callable[[Path | None],
         store.close()
 
 
-def _protect(store: StateStore, args: argparse.Namespace) -> int:
-    now = time.time()
+def protect_id_problem(run_id: str) -> str | None:
+    """Why `protect` cannot take this id, or None. Runtime protections are exact ids."""
+    problem = run_id_problem(run_id)
+    if problem is not None:
+        return problem
+    glob = next((char for char in run_id if char in _GLOB_CHARS), None)
+    if glob is not None:
+        return (
+            f"{run_id!r} holds the glob character {glob!r}, but runtime protections are exact run ids; "
+            "to protect runs by a name pattern, add it to enforce.protect in the config (which takes globs)"
+        )
+    return None
+
+
+def protect_seconds(text: str | None) -> float | None:
+    """`--for`: a positive, finite duration, or None for "until unprotected"."""
+    if text is None:
+        return None
     try:
-        seconds = parse_duration(args.duration) if args.duration else None
+        seconds = parse_duration(text)
     except ValueError as exc:
         raise ConfigError(f"--for: {exc}") from None
+    if seconds <= 0:
+        raise ConfigError("--for: must be longer than 0 (leave it out to protect until `unprotect`)")
+    return seconds
+
+
+def _protect(store: StateStore, args: argparse.Namespace) -> int:
+    run_id: str = args.run_id
+    problem = protect_id_problem(run_id)
+    if problem is not None:
+        raise ConfigError(f"protect: {problem}")
+    seconds = protect_seconds(args.duration)
+    if run_id not in store.known_runs() and run_id not in store.latest_run_snapshots():
+        # Protecting ahead of a run's first reading is legitimate; a typo is likelier, so say so.
+        print(
+            f"prime-cost-monitor: warning: the state store has never seen run {run_id!r}; "
+            "protecting it anyway (check the id if you meant a run the daemon watches)",
+            file=sys.stderr,
+        )
+    now = time.time()
     until = now + seconds if seconds is not None else None
-    store.protect(args.run_id, until=until, reason=args.reason, now=now)
+    store.protect(run_id, until=until, reason=args.reason, now=now)
     how_long = f"for {format_duration(seconds)}" if seconds is not None else "until `unprotect`"
-    print(f"{args.run_id}: protected from deletion {how_long}")
+    print(f"{run_id}: protected from deletion {how_long}")
     return 0
 
 

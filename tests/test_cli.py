@@ -1,4 +1,5 @@
-"""The CLI as a user runs it: `check` exit codes against the simulator, and the state commands."""
+"""The CLI as a user runs it: `check` exit codes against the simulator, the state commands, and no
+traceback for anything a user can type."""
 
 from __future__ import annotations
 
@@ -9,8 +10,10 @@ import sys
 from pathlib import Path
 from typing import Any
 
+import pytest
 import yaml
 
+from monitor.cli import main
 from tests.support.simulator import SimulatorHandle
 
 
@@ -123,3 +126,81 @@ def test_check_table_shows_hostile_run_names_literally(simulator: SimulatorHandl
     result = cli("check", "--config", str(config), env=simulator.env())
     assert result.returncode == 0, result.stderr
     assert '[red]evil[/red] "q" \\ ✨' in result.stdout
+
+
+def state_store_knowing(tmp_path: Path, *run_ids: str) -> str:
+    from monitor.store import StateStore
+
+    state = str(tmp_path / "state.db")
+    with StateStore(state) as store:
+        for run_id in run_ids:
+            store.remember_run(run_id, source="discovered", seen_at=1.0)
+    return state
+
+
+@pytest.mark.parametrize(
+    ("run_id", "duration", "expected"),
+    [
+        ("", None, "empty"),
+        ("..", None, "dot segment"),
+        ("a/b", None, "'/'"),
+        ("run-\u200b", None, "U+200B"),
+        ("exp-*", None, "enforce.protect"),
+        ("run-[ab]", None, "runtime protections are exact run ids"),
+        ("run-a", "nan", "--for"),
+        ("run-a", "inf", "--for"),
+        ("run-a", "1e400", "--for"),
+        ("run-a", "-1h", "--for"),
+        ("run-a", "0", "--for: must be longer than 0"),
+        ("run-a", "soon", "--for"),
+    ],
+)
+def test_protect_refuses_what_it_cannot_honour(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], run_id: str, duration: str | None, expected: str
+) -> None:
+    state = state_store_knowing(tmp_path, "run-a")
+    args = ["protect", run_id, "--state", state, *([f"--for={duration}"] if duration is not None else [])]
+    assert main(args) == 2
+    err = capsys.readouterr().err
+    assert expected in err and "Traceback" not in err
+    assert main(["status", "--json", "--state", state]) == 0
+    assert json.loads(capsys.readouterr().out)["protections"] == []
+
+
+def test_protect_warns_on_a_run_the_store_never_saw_and_protects_it_anyway(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    state = state_store_knowing(tmp_path, "run-known")
+    assert main(["protect", "run-knwon", "--state", state]) == 0
+    err = capsys.readouterr().err
+    assert "never seen run 'run-knwon'" in err
+    assert main(["protect", "run-known", "--for", "2h", "--state", state]) == 0
+    assert "never seen" not in capsys.readouterr().err
+    assert main(["status", "--json", "--state", state]) == 0
+    assert {p["run_id"] for p in json.loads(capsys.readouterr().out)["protections"]} == {"run-knwon", "run-known"}
+
+
+def test_an_internal_error_is_one_line_without_a_traceback_and_secrets_masked(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import monitor.cli
+    from monitor.logs import register_secrets
+
+    register_secrets(["hook-secret-0123456789"])
+
+    def broken(_args: object) -> int:
+        raise RuntimeError("posting to https://hooks.slack.com/services/T0/B0/hook-secret-0123456789 broke")
+
+    monkeypatch.setattr(monitor.cli, "_dispatch", broken)
+    assert main(["validate", "whatever.yml"]) == monitor.cli.EXIT_INTERNAL
+    err = capsys.readouterr().err
+    assert "internal error: RuntimeError" in err and "--debug" in err
+    assert "Traceback" not in err and "hook-secret" not in err
+    assert main(["--debug", "validate", "whatever.yml"]) == monitor.cli.EXIT_INTERNAL
+    err = capsys.readouterr().err
+    assert "Traceback" in err and "hook-secret" not in err
+
+
+def test_demo_with_a_bad_duration_exits_2(capsys: pytest.CaptureFixture[str]) -> None:
+    assert main(["demo", "--duration", "nan", "--no-live"]) == 2
+    assert "--duration" in capsys.readouterr().err

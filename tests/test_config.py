@@ -9,8 +9,9 @@ from pathlib import Path
 
 import pytest
 import yaml
+from pydantic import BaseModel
 
-from monitor.config import ConfigError, load_settings
+from monitor.config import ConfigError, Settings, load_settings
 from monitor.sim.scenario import load_scenario
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -43,9 +44,32 @@ def test_readme_yaml_blocks_validate(tmp_path: Path) -> None:
         load_settings(path)
 
 
-def test_example_documents_every_section() -> None:
+# Keys example.yml shows with a value other than the default, to show the syntax.
+EXAMPLE_NOT_DEFAULT = {"enforce.protect": ["prod-*"]}
+# Keys example.yml leaves out on purpose: secrets belong in the environment.
+EXAMPLE_LEFT_OUT = {"api.api_key"}
+
+
+def test_example_documents_every_key_with_its_default() -> None:
     raw = yaml.safe_load((ROOT / "config/example.yml").read_text())
-    assert set(raw) == {"api", "watch", "poll", "rules", "notify", "enforce", "server", "state", "log"}
+    example, defaults = load_settings(ROOT / "config/example.yml"), Settings()
+    assert set(raw) == set(Settings.model_fields)
+    for section in Settings.model_fields:
+        if section != "rules":
+            assert_documents_defaults(raw[section], getattr(example, section), getattr(defaults, section), section)
+
+
+def assert_documents_defaults(raw: object, shown: BaseModel, default: BaseModel, where: str) -> None:
+    assert isinstance(raw, dict), where
+    documented = {f"{where}.{key}" for key in raw}
+    every = {f"{where}.{key}" for key in type(default).model_fields}
+    assert documented == every - EXAMPLE_LEFT_OUT, f"{where}: undocumented {every - documented - EXAMPLE_LEFT_OUT}"
+    for key in raw:
+        path, value = f"{where}.{key}", getattr(shown, key)
+        if isinstance(value, BaseModel):
+            assert_documents_defaults(raw[key], value, getattr(default, key), path)
+        else:
+            assert value == EXAMPLE_NOT_DEFAULT.get(path, getattr(default, key)), path
 
 
 def write(tmp_path: Path, text: str) -> Path:
@@ -142,3 +166,29 @@ def test_config_hash_changes_with_rules_but_not_with_secrets(monkeypatch: pytest
     same = load_settings(None, overrides={"rules": [{"name": "a", "threshold": 1}]})
     assert base.config_hash() != other.config_hash()
     assert base.config_hash() == same.config_hash()
+
+
+def test_the_run_metric_table_covers_every_rule_metric_and_marks_the_price_split_derived() -> None:
+    from typing import get_args
+
+    from monitor.rules_config import MEASURED_RUN_METRICS, RUN_METRIC_TABLE, RUN_TOTALS, RunMetric, is_measured
+    from monitor.snapshots import RunSnapshot
+
+    assert [m.name for m in RUN_METRIC_TABLE] == list(get_args(RunMetric))
+    # What the usage endpoint reports as figures of its own: the only metrics a delete may act on.
+    assert {
+        "total_cost_usd",
+        "training_cost_usd",
+        "inference_cost_usd",
+        "total_tokens",
+        "training_tokens",
+        "inference_input_tokens",
+        "inference_output_tokens",
+    } == MEASURED_RUN_METRICS
+    assert not is_measured("inference_input_cost_usd") and not is_measured("projected_cost_usd")
+    snapshot = RunSnapshot(run_id="r", taken_at=0.0)
+    for name in RUN_TOTALS:  # every total in the table is one a snapshot can read
+        assert snapshot.metric(name) == 0.0
+    for derived in ("inference_input_cost_usd", "inference_output_cost_usd"):
+        alert = load_settings(None, overrides={"rules": [{"name": "a", "metric": derived, "threshold": 5}]}, environ={})
+        assert alert.run_rules[0].metric == derived  # alerting on an estimate is fine
