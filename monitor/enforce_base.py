@@ -22,7 +22,7 @@ from monitor.enforce_state import PendingDelete, Schedule, Track, reading_eviden
 from monitor.events import ActionDecision, ActionRecord, Notification
 from monitor.reader import RunRead
 from monitor.rules import evaluate_run
-from monitor.rules_config import RunRule
+from monitor.rules_config import RunRule, is_measured
 from monitor.runtime import RuntimeState
 from monitor.snapshots import RunSnapshot
 from monitor.store import StateStore
@@ -187,7 +187,12 @@ class EnforcerBase:
         return self._tracks.setdefault((run_id, rule), Track(run_id=run_id, rule=rule))
 
     def _delete_rule(self, name: str) -> RunRule | None:
-        return next((r for r in self._settings.run_rules if r.name == name and r.action == "delete"), None)
+        """The rule if it may delete: `action: delete` on a figure the API reports (config validation
+        refuses the rest; checked again here, where the DELETE is decided)."""
+        return next(
+            (r for r in self._settings.run_rules if r.name == name and r.action == "delete" and is_measured(r.metric)),
+            None,
+        )
 
     def _stale_after(self) -> float:
         return 2.0 * self._settings.poll.interval
