@@ -12,6 +12,7 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+import string
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -120,11 +121,16 @@ class ApiSettings(_Section):
     @field_validator("dashboard_url")
     @classmethod
     def _fills_in_run_id(cls, value: str) -> str:
-        # Alerts fill it in with str.format: a stray brace would fail every alert that carries a link.
+        # Alerts fill it in with str.format: a stray brace would fail every alert that carries a link,
+        # and a format spec ({run_id:>999999999}) would build a gigabyte string.
         try:
-            value.format(run_id="run-id")
-        except Exception:  # KeyError, IndexError, ValueError: all mean the template cannot be filled in
-            raise ValueError("only {run_id} may stand in braces (write {{ and }} for literal braces)") from None
+            fields = [(name, spec, conversion) for _text, name, spec, conversion in string.Formatter().parse(value)]
+        except ValueError:
+            fields = [("", "", None)]
+        if any(
+            name is not None and (name, spec, conversion) != ("run_id", "", None) for name, spec, conversion in fields
+        ):
+            raise ValueError("only {run_id} may stand in braces (write {{ and }} for literal braces)")
         return value
 
 
