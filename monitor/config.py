@@ -12,14 +12,13 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+import string
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Annotated, Any, Literal
 
-import httpx
 from pydantic import (
-    AfterValidator,
     BaseModel,
     ConfigDict,
     Field,
@@ -32,6 +31,7 @@ from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, Settings
 
 from monitor.config_env import deep_merge, read_env
 from monitor.config_errors import format_validation_error
+from monitor.config_types import FilePath, PlainText, SecretUrl, Timeout, Url
 from monitor.config_yaml import ConfigError, YamlDocument, parse_yaml_document, parse_yaml_mapping, read_config_bytes
 from monitor.durations import DAY, WEEK, Duration, format_duration, within
 from monitor.rules_config import Rule, RunId, RunRule, WalletRule
@@ -39,8 +39,6 @@ from monitor.rules_config import Rule, RunId, RunRule, WalletRule
 __all__ = ["ConfigError", "LoadedConfig", "Settings", "load_config", "load_settings", "parse_yaml_mapping"]
 
 DEFAULT_BASE_URL = "https://api.primeintellect.ai"
-# A request or a delivery that needs longer than this is a hang, not a slow answer.
-MAX_TIMEOUT = 600.0
 # Secrets a config file may hold (they belong in the environment): the file's mode is checked.
 SECRET_PATHS: tuple[tuple[str, ...], ...] = (
     ("api", "api_key"),
@@ -57,46 +55,6 @@ class _Section(BaseModel):
 def normalise_base_url(url: str) -> str:
     """As the official `prime` CLI does: a trailing '/' or '/api/v1' is stripped."""
     return url.strip().rstrip("/").removesuffix("/api/v1").rstrip("/")
-
-
-def url_problem(value: str) -> str | None:
-    """Why `value` cannot be an http(s) URL the clients can use, or None. Never quotes the value:
-    a webhook URL is a secret."""
-    if not value.startswith(("http://", "https://")):
-        return "must start with http:// or https://"
-    if len(value) > 2048:
-        return "is longer than 2048 characters"
-    if not value.isprintable() or any(char.isspace() for char in value):
-        return "cannot hold spaces or control characters"
-    try:
-        host = httpx.URL(value).host
-    except Exception:  # httpx raises several types for a malformed URL; any of them means "not usable"
-        return "is not a valid URL"
-    return None if host else "has no host"
-
-
-def _checked_url(value: str) -> str:
-    problem = url_problem(value)
-    if problem is not None:
-        raise ValueError(problem)
-    return value
-
-
-def _checked_secret_url(value: SecretStr) -> SecretStr:
-    _checked_url(value.get_secret_value())
-    return value
-
-
-def _plain_text(value: str) -> str:
-    if not value.isprintable():
-        raise ValueError("cannot hold control or invisible characters")
-    return value
-
-
-Url = Annotated[str, AfterValidator(_checked_url)]
-SecretUrl = Annotated[SecretStr, AfterValidator(_checked_secret_url)]
-PlainText = Annotated[str, Field(max_length=1000), AfterValidator(_plain_text)]
-Timeout = Annotated[Duration, within(low=0.1, high=MAX_TIMEOUT)]
 
 
 class ApiSettings(_Section):
@@ -120,11 +78,16 @@ class ApiSettings(_Section):
     @field_validator("dashboard_url")
     @classmethod
     def _fills_in_run_id(cls, value: str) -> str:
-        # Alerts fill it in with str.format: a stray brace would fail every alert that carries a link.
+        # Alerts fill it in with str.format: a stray brace would fail every alert that carries a link,
+        # and a format spec ({run_id:>999999999}) would build a gigabyte string.
         try:
-            value.format(run_id="run-id")
-        except Exception:  # KeyError, IndexError, ValueError: all mean the template cannot be filled in
-            raise ValueError("only {run_id} may stand in braces (write {{ and }} for literal braces)") from None
+            fields = [(name, spec, conversion) for _text, name, spec, conversion in string.Formatter().parse(value)]
+        except ValueError:
+            fields = [("", "", None)]
+        if any(
+            name is not None and (name, spec, conversion) != ("run_id", "", None) for name, spec, conversion in fields
+        ):
+            raise ValueError("only {run_id} may stand in braces (write {{ and }} for literal braces)")
         return value
 
 
@@ -244,7 +207,7 @@ class ServerSettings(_Section):
 
 
 class StateSettings(_Section):
-    path: Annotated[str, Field(min_length=1, max_length=4096), AfterValidator(_plain_text)] = "./prime-cost-monitor.db"
+    path: FilePath = "./prime-cost-monitor.db"
     history_per_run: int = Field(default=2000, ge=10, le=1_000_000)
 
 

@@ -100,6 +100,7 @@ FILE_CASES: dict[str, tuple[bytes, list[str]]] = {
     "rate delete": (b"rules: [{name: r, metric: burn_rate_usd_per_hour, threshold: 5, action: delete}]", ["a rate"]),
     "scope not a string": (b"rules: [{name: a, threshold: 5, scope: [run]}]", ["rules[0] (a)", "scope must be"]),
     "dashboard braces": (b"api: {dashboard_url: 'https://x/{id}'}\n", ["api.dashboard_url", "{run_id}"]),
+    "dashboard format spec": (b"api: {dashboard_url: 'https://x/{run_id:>999999999}'}\n", ["api.dashboard_url"]),
     "webhook not a url": (b"notify: {webhook: {url: 'hooks slack com'}}\n", ["notify.webhook.url", "http"]),
     "unicode digit port": ("server: {listen: '0.0.0.0:٣٣'}\n".encode(), ["server.listen"]),
     "zero-width key": ("po\u200bll: {}\n".encode(), ["po\\u200bll (line 1)", "Extra inputs"]),
