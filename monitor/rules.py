@@ -14,14 +14,14 @@ from collections.abc import Sequence
 from itertools import pairwise
 
 from monitor.events import Evaluation
-from monitor.rules_config import RUN_MEASURED_TOTALS, RunRule, WalletRule
+from monitor.rules_config import RUN_TOTALS, RunRule, WalletRule
 from monitor.snapshots import RunSnapshot, WalletSnapshot
 
 _HOUR = 3600.0
 # Thresholds are products like 0.8 * 50; a value "at" a threshold must count as reaching it even when the
 # product carries float noise (0.1 * 3 = 0.30000000000000004). One part in 1e9 of a dollar cap is nothing.
 _REL_TOLERANCE = 1e-9
-_MEASURED_TOTALS = frozenset(RUN_MEASURED_TOTALS)
+_TOTALS = frozenset(RUN_TOTALS)
 
 
 def _finite(value: float | None) -> bool:
@@ -254,7 +254,7 @@ def evaluate_run(
     value: float | None
     time_to_limit: float | None = None
     metric = rule.metric
-    if metric in _MEASURED_TOTALS:
+    if metric in _TOTALS:
         value = snapshot.metric(metric)
         # A cumulative total below zero is bad data: unknown, so it cannot resolve an open alert either.
         value = value if value >= 0 else math.nan

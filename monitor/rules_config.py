@@ -85,8 +85,6 @@ def is_measured(metric: str) -> bool:
 
 # Cumulative totals read from a snapshot (RunSnapshot.metric reads them), measured or split by price.
 RUN_TOTALS = tuple(m.name for m in RUN_METRIC_TABLE if m.kind == "total")
-# The old name, still imported by rules.py: the totals read from a snapshot, derived split included.
-RUN_MEASURED_TOTALS = RUN_TOTALS
 # Run metrics that breach when they rise above `threshold`.
 RUN_METRICS_ABOVE = tuple(m.name for m in RUN_METRIC_TABLE if m.breaches == "above")
 # Run metrics that breach when they fall below `below`.
