@@ -1,7 +1,8 @@
 """Command line: `prime-cost-monitor run|check|validate|status|protect|unprotect|simulate|demo`.
 
 Exit codes (check and run --once): 0 all within budget, 1 a rule breached, 2 bad config,
-3 API unreachable or unauthorised; 70 an internal error (a bug: one line, the traceback with --debug).
+3 API unreachable or unauthorised, 4 a watched run or the wallet could not be read; 70 an internal
+error (a bug: one line, the traceback with --debug).
 """
 
 from __future__ import annotations
@@ -45,7 +46,9 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--once", action="store_true", help="one full pass, then exit with check's codes")
     run.add_argument("--log-format", choices=["json", "console"], help="override log.format")
 
-    check = commands.add_parser("check", help="one pass, a table; exit 0 ok / 1 breach / 2 bad config / 3 API")
+    check = commands.add_parser(
+        "check", help="one pass, a table; exit 0 ok / 1 breach / 2 bad config / 3 API / 4 unreadable"
+    )
     check.add_argument("--config", type=Path)
     check.add_argument("--json", action="store_true", help="print JSON instead of a table")
 

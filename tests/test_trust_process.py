@@ -241,3 +241,29 @@ def test_sighup_applies_a_new_key_and_channel_and_rejects_every_broken_file_once
     assert daemon.stop() == 0
     log_text = daemon.log_path.read_text()
     assert NEW_KEY not in log_text and KEY not in log_text
+
+
+def test_answers_slower_than_the_poll_interval_never_confirm_a_delete(
+    sim: SimulatorHandle, daemon_factory: DaemonFactory
+) -> None:
+    """A reading is as old as its request: answers that take longer than twice the poll interval arrive
+    already stale, so they never count as the fresh confirmations a DELETE needs (fail closed)."""
+    daemon = daemon_factory(
+        sim,
+        rules=[{**cap("run-a", 0.5), "warn_at": []}],
+        api={"timeout": "6s", "max_retries": 0},
+        enforce={"dry_run": False, "grace_period": 1, "confirm_polls": 2},
+        watch={"runs": ["run-a"], "discover": False},
+    )
+    daemon.env["PRIME_API_KEY"] = KEY
+    sim.add_fault(kind="latency", endpoint="usage", run_id="run-a", latency=3)
+    daemon.start()
+    daemon.wait_for_log("alert_not_sent_no_channel", timeout=30)  # the run is over its cap
+    time.sleep(10)  # slow readings over the cap, each 3 s old on arrival and 4 s apart
+    assert sim.request_count("delete") == 0
+    assert not daemon.events("enforcement_decision"), "no countdown on readings that are not fresh"
+    assert daemon.events("enforce_confirmations_reset")
+    sim.clear_faults()
+    daemon.wait_for_log("enforcement_decision", lambda e: e["decision"] == "deleted", timeout=30)
+    assert sim.run_ledger("run-a")["delete_count"] == 1
+    assert daemon.stop() == 0
