@@ -45,8 +45,8 @@ import httpx
 import yaml
 from pydantic import SecretStr
 
-from monitor.client import PrimeClient
-from monitor.errors import ApiError
+from monitor.api.client import PrimeClient
+from monitor.api.errors import ApiError
 
 API_KEY = "bench-key"
 ADMIN_TOKEN = "bench-admin"

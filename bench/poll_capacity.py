@@ -52,15 +52,15 @@ from client_throughput import (
 )
 from pydantic import SecretStr
 
-from monitor.client import PrimeClient
+from monitor.api.client import PrimeClient
 from monitor.clock import SYSTEM_CLOCK
-from monitor.config import Settings
+from monitor.config.settings import Settings
 from monitor.daemon import Daemon
+from monitor.exporter.live import RuntimeState
 from monitor.logs import configure_logging
 from monitor.poller import Poller
-from monitor.runtime import RuntimeState
 from monitor.snapshots import RunSnapshot
-from monitor.store import StateStore
+from monitor.store.state_store import StateStore
 
 CONCURRENCY = 16  # api.max_concurrency's default
 MODES = ("bare aiohttp", "bare httpx", "PrimeClient", "Poller", "daemon fresh", "daemon steady")

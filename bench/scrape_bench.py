@@ -17,9 +17,9 @@ import time
 
 from prometheus_client import generate_latest
 
-from monitor.events import Evaluation
-from monitor.metrics import build_registry
-from monitor.runtime import RunHealth, RuntimeState
+from monitor.exporter.collector import build_registry
+from monitor.exporter.live import RunHealth, RuntimeState
+from monitor.records import Evaluation
 from monitor.snapshots import RunSnapshot, WalletSnapshot
 
 T0 = 1_800_000_000.0

@@ -12,7 +12,7 @@ import time
 from pathlib import Path
 
 from monitor.snapshots import RunSnapshot
-from monitor.store import StateStore
+from monitor.store.state_store import StateStore
 
 T0 = 1_800_000_000.0
 

@@ -20,8 +20,8 @@ from pathlib import Path
 
 from store_bench import snapshot  # the store benchmark's realistic snapshot (this script's directory)
 
-from monitor.store import StateStore
-from monitor.store_file import FileIdentity
+from monitor.store.file import FileIdentity
+from monitor.store.state_store import StateStore
 
 
 def build(path: Path, megabytes: float) -> int:

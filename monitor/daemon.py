@@ -17,17 +17,17 @@ from typing import Any
 import structlog
 from apscheduler.schedulers.asyncio import AsyncIOScheduler
 
-from monitor.client import PrimeClient
+from monitor.api.client import PrimeClient
+from monitor.cli.check import PassResult
 from monitor.clock import SYSTEM_CLOCK, Clock
-from monitor.config import ConfigError, Settings, load_settings
-from monitor.health import MonitorHealth
+from monitor.config.settings import ConfigError, Settings, load_settings
+from monitor.exporter.collector import build_registry
+from monitor.exporter.health import MonitorHealth
+from monitor.exporter.server import MonitorHttpServer
 from monitor.logs import configure_logging, register_secrets, secrets_of
-from monitor.metrics import build_registry
 from monitor.notify import build_notifiers
 from monitor.notify.base import Notifier
-from monitor.passes import PassResult
-from monitor.server import MonitorHttpServer
-from monitor.store_schema import StoreError
+from monitor.store.schema import StoreError
 from monitor.wiring import Components, build
 
 log = structlog.get_logger(__name__)

@@ -24,7 +24,7 @@ from urllib.parse import urlsplit
 import structlog
 from pydantic import SecretStr
 
-from monitor.config import Settings
+from monitor.config.settings import Settings
 
 REDACTED = "***"
 _SECRET_NAME = (

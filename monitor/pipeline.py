@@ -12,17 +12,23 @@ from typing import Protocol
 
 import structlog
 
-from monitor.alerts import AlertContext, advance_alert
+from monitor.alerts.machine import AlertContext, advance_alert
 from monitor.clock import Clock
-from monitor.config import Settings
-from monitor.events import AlertState, Evaluation
+from monitor.config.settings import Settings
+from monitor.exporter.live import RuntimeState
 from monitor.notify.outbox import OutboxDispatcher
-from monitor.readings import Verdict
-from monitor.rules import burn_rate_usd_per_hour, evaluate_run, evaluate_wallet, runway_seconds, wallet_spend_usd
-from monitor.rules_config import RunRule, WalletRule
-from monitor.runtime import RuntimeState
+from monitor.readings.model import Verdict
+from monitor.records import AlertState, Evaluation
+from monitor.rules.config import RunRule, WalletRule
+from monitor.rules.evaluate import (
+    burn_rate_usd_per_hour,
+    evaluate_run,
+    evaluate_wallet,
+    runway_seconds,
+    wallet_spend_usd,
+)
 from monitor.snapshots import RunSnapshot, WalletSnapshot
-from monitor.store import StateStore
+from monitor.store.state_store import StateStore
 
 log = structlog.get_logger(__name__)
 

@@ -13,17 +13,17 @@ from fnmatch import fnmatchcase
 
 import structlog
 
-from monitor.client import PrimeClient
+from monitor.api.client import PrimeClient
 from monitor.clock import Clock
-from monitor.config import Settings
-from monitor.discovery import Discovery
-from monitor.reader import RunRead, fetch_run
-from monitor.readings import ReadingModel, Verdict
-from monitor.runtime import RuntimeState
+from monitor.config.settings import Settings
+from monitor.exporter.live import RuntimeState
+from monitor.readings.discovery import Discovery
+from monitor.readings.fetch import RunRead, fetch_run
+from monitor.readings.model import ReadingModel, Verdict
+from monitor.readings.watchlist import WatchList
 from monitor.snapshots import RunSnapshot, WalletSnapshot
-from monitor.store import StateStore
-from monitor.store_schema import StoreError
-from monitor.watchlist import WatchList
+from monitor.store.schema import StoreError
+from monitor.store.state_store import StateStore
 
 log = structlog.get_logger(__name__)
 

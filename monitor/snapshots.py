@@ -9,7 +9,7 @@ from __future__ import annotations
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
-from monitor.models import RunUsageResponse, WalletResponse, is_terminal
+from monitor.api.models import RunUsageResponse, WalletResponse, is_terminal
 
 
 def _cost(tokens: int, price_per_mtok: float | None) -> float | None:
@@ -79,7 +79,7 @@ class RunSnapshot:
     @property
     def inference_input_cost_usd(self) -> float:
         """An estimate: the API bills inference as one figure. The reading model derives the split per
-        usage increment (see monitor.readings); before that, tokens x the latest price, as the official
+        usage increment (see monitor.readings.model); before that, tokens x the latest price, as the official
         CLI shows it, and without prices the split follows the token counts."""
         if self.inference_input_cost_estimate_usd is not None:
             return min(max(self.inference_input_cost_estimate_usd, 0.0), self.inference_cost_usd)

@@ -10,18 +10,18 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from monitor.client import PrimeClient
+from monitor.alerts.selfwatch import SelfWatch
+from monitor.api.client import PrimeClient
 from monitor.clock import SYSTEM_CLOCK, Clock
-from monitor.config import Settings
-from monitor.enforce import Enforcer
+from monitor.config.settings import Settings
+from monitor.enforce.enforcer import Enforcer
+from monitor.exporter.live import RuntimeState
 from monitor.notify import build_notifiers
 from monitor.notify.base import Notifier
 from monitor.notify.outbox import OutboxDispatcher
 from monitor.pipeline import Pipeline
 from monitor.poller import Poller
-from monitor.runtime import RuntimeState
-from monitor.selfwatch import SelfWatch
-from monitor.store import StateStore
+from monitor.store.state_store import StateStore
 
 
 @dataclass

@@ -9,10 +9,10 @@ from typing import Any
 
 import pytest
 
-from monitor.alerts import AlertContext, advance_alert, format_money, format_tokens, safe_text
-from monitor.events import AlertState, Evaluation, Notification
-from monitor.rules import evaluate_run, evaluate_wallet
-from monitor.rules_config import RunRule, WalletRule
+from monitor.alerts.machine import AlertContext, advance_alert, format_money, format_tokens, safe_text
+from monitor.records import AlertState, Evaluation, Notification
+from monitor.rules.config import RunRule, WalletRule
+from monitor.rules.evaluate import evaluate_run, evaluate_wallet
 from monitor.snapshots import RunSnapshot, WalletSnapshot
 
 T0 = 1_700_000_000.0

@@ -13,7 +13,7 @@ from typing import Any
 import pytest
 import yaml
 
-from monitor.cli import main
+from monitor.cli.main import main
 from tests.support.simulator import SimulatorHandle
 
 
@@ -80,7 +80,7 @@ def test_check_exit_codes(simulator: SimulatorHandle, tmp_path: Path) -> None:
 
 def test_protect_unprotect_and_status(tmp_path: Path) -> None:
     state = str(tmp_path / "state.db")
-    from monitor.store import StateStore
+    from monitor.store.state_store import StateStore
 
     StateStore(state).close()  # as a daemon would have created it
     assert cli("protect", "run-a", "--for", "6h", "--reason", "baseline", "--state", state).returncode == 0
@@ -129,7 +129,7 @@ def test_check_table_shows_hostile_run_names_literally(simulator: SimulatorHandl
 
 
 def state_store_knowing(tmp_path: Path, *run_ids: str) -> str:
-    from monitor.store import StateStore
+    from monitor.store.state_store import StateStore
 
     state = str(tmp_path / "state.db")
     with StateStore(state) as store:
@@ -183,7 +183,7 @@ def test_protect_warns_on_a_run_the_store_never_saw_and_protects_it_anyway(
 def test_an_internal_error_is_one_line_without_a_traceback_and_secrets_masked(
     tmp_path: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    import monitor.cli
+    import monitor.cli.main
     from monitor.logs import register_secrets
 
     register_secrets(["hook-secret-0123456789"])
@@ -191,12 +191,12 @@ def test_an_internal_error_is_one_line_without_a_traceback_and_secrets_masked(
     def broken(_args: object) -> int:
         raise RuntimeError("posting to https://hooks.slack.com/services/T0/B0/hook-secret-0123456789 broke")
 
-    monkeypatch.setattr(monitor.cli, "_dispatch", broken)
-    assert main(["validate", "whatever.yml"]) == monitor.cli.EXIT_INTERNAL
+    monkeypatch.setattr(monitor.cli.main, "_dispatch", broken)
+    assert main(["validate", "whatever.yml"]) == monitor.cli.main.EXIT_INTERNAL
     err = capsys.readouterr().err
     assert "internal error: RuntimeError" in err and "--debug" in err
     assert "Traceback" not in err and "hook-secret" not in err
-    assert main(["--debug", "validate", "whatever.yml"]) == monitor.cli.EXIT_INTERNAL
+    assert main(["--debug", "validate", "whatever.yml"]) == monitor.cli.main.EXIT_INTERNAL
     err = capsys.readouterr().err
     assert "Traceback" in err and "hook-secret" not in err
 

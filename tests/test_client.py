@@ -14,10 +14,8 @@ from typing import Any
 import pytest
 from pydantic import SecretStr
 
-from monitor.client import PrimeClient, RetryPolicy
-from monitor.clock import ManualClock
-from monitor.config import ApiSettings
-from monitor.errors import (
+from monitor.api.client import PrimeClient, RetryPolicy
+from monitor.api.errors import (
     InvalidResponseError,
     NotFoundError,
     RateLimitedError,
@@ -26,7 +24,9 @@ from monitor.errors import (
     UnreachableError,
     ValidationFailedError,
 )
-from monitor.retry_after import parse_retry_after
+from monitor.api.retry_after import parse_retry_after
+from monitor.clock import ManualClock
+from monitor.config.settings import ApiSettings
 from tests.support.simulator import SimulatorHandle, running_simulator
 
 

@@ -12,8 +12,8 @@ from collections.abc import Iterator
 import pytest
 from pydantic import SecretStr
 
-from monitor.client import PrimeClient
-from monitor.errors import ClientError, UnaddressableRunError
+from monitor.api.client import PrimeClient
+from monitor.api.errors import ClientError, UnaddressableRunError
 from tests.support.simulator import TEST_SCENARIO, SimulatorHandle, running_simulator
 
 # id -> its path segment on the wire. '.' is encoded too, so no client, proxy or server that

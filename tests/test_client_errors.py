@@ -12,9 +12,8 @@ from typing import Any
 import pytest
 from pydantic import SecretStr
 
-from monitor.client import PrimeClient, RetryPolicy
-from monitor.clock import ManualClock
-from monitor.errors import (
+from monitor.api.client import PrimeClient, RetryPolicy
+from monitor.api.errors import (
     ApiError,
     InvalidResponseError,
     NotFoundError,
@@ -24,6 +23,7 @@ from monitor.errors import (
     UnreachableError,
     ValidationFailedError,
 )
+from monitor.clock import ManualClock
 from tests.support.canned_api import CannedReply, serve_canned_api
 from tests.support.simulator import SimulatorHandle
 

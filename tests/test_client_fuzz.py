@@ -38,14 +38,14 @@ from hypothesis import strategies as st
 from pydantic import BaseModel, SecretStr
 
 import monitor
-from monitor.client import PrimeClient, RetryPolicy
-from monitor.client_body import MAX_JSON_DEPTH
+from monitor.api.body import MAX_JSON_DEPTH
+from monitor.api.client import PrimeClient, RetryPolicy
+from monitor.api.errors import ApiError, InvalidResponseError
+from monitor.api.models import MAX_COUNT, DeleteRunResponse, RunUsageResponse, WalletResponse
 from monitor.clock import ManualClock
-from monitor.errors import ApiError, InvalidResponseError
-from monitor.models import MAX_COUNT, DeleteRunResponse, RunUsageResponse, WalletResponse
 from tests.support.canned_api import CannedApi, CannedReply
 
-SPEC = Path(monitor.__file__).parent / "spec" / "prime-training-api.openapi.yml"
+SPEC = Path(monitor.__file__).parent / "api" / "spec" / "prime-training-api.openapi.yml"
 SCHEMAS: dict[str, Any] = yaml.safe_load(SPEC.read_text())["components"]["schemas"]
 DEFAULT_EXAMPLES = 150
 EXAMPLES = int(os.environ.get("CLIENT_FUZZ_EXAMPLES", DEFAULT_EXAMPLES))

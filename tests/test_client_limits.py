@@ -16,10 +16,10 @@ from typing import Any
 import pytest
 from pydantic import SecretStr
 
-from monitor.client import PrimeClient, RetryPolicy
+from monitor.api.client import PrimeClient, RetryPolicy
+from monitor.api.errors import InvalidResponseError, UnreachableError
 from monitor.clock import ManualClock
-from monitor.config import ApiSettings
-from monitor.errors import InvalidResponseError, UnreachableError
+from monitor.config.settings import ApiSettings
 from tests.support.canned_api import CannedApi, CannedReply, serve_canned_api
 from tests.support.simulator import SimulatorHandle
 

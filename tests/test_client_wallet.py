@@ -15,8 +15,8 @@ import pytest
 from aiohttp import web
 from pydantic import SecretStr
 
-from monitor.client import PrimeClient
-from monitor.models import BillingEntry
+from monitor.api.client import PrimeClient
+from monitor.api.models import BillingEntry
 from tests.support.canned_api import CannedReply, serve_canned_api
 from tests.support.simulator import SimulatorHandle, running_simulator
 

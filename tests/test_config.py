@@ -11,7 +11,7 @@ import pytest
 import yaml
 from pydantic import BaseModel
 
-from monitor.config import ConfigError, Settings, load_settings
+from monitor.config.settings import ConfigError, Settings, load_settings
 from monitor.sim.scenario import load_scenario
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -171,7 +171,7 @@ def test_config_hash_changes_with_rules_but_not_with_secrets(monkeypatch: pytest
 def test_the_run_metric_table_covers_every_rule_metric_and_marks_the_price_split_derived() -> None:
     from typing import get_args
 
-    from monitor.rules_config import MEASURED_RUN_METRICS, RUN_METRIC_TABLE, RUN_TOTALS, RunMetric, is_measured
+    from monitor.rules.config import MEASURED_RUN_METRICS, RUN_METRIC_TABLE, RUN_TOTALS, RunMetric, is_measured
     from monitor.snapshots import RunSnapshot
 
     assert [m.name for m in RUN_METRIC_TABLE] == list(get_args(RunMetric))

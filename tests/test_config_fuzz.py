@@ -33,10 +33,10 @@ from hypothesis import strategies as st
 from pydantic import BaseModel
 
 import monitor.logs
-from monitor.cli import main
-from monitor.config import ConfigError, Settings, load_settings
-from monitor.config_env import env_names
-from monitor.rules_config import RUN_METRICS_ABOVE, RUN_METRICS_BELOW, WALLET_METRICS_ABOVE, WALLET_METRICS_BELOW
+from monitor.cli.main import main
+from monitor.config.env import env_names
+from monitor.config.settings import ConfigError, Settings, load_settings
+from monitor.rules.config import RUN_METRICS_ABOVE, RUN_METRICS_BELOW, WALLET_METRICS_ABOVE, WALLET_METRICS_BELOW
 
 # Configs tried: each generated config is mutated into VARIANTS configs (see `variants`).
 FILE_EXAMPLES = 6000

@@ -11,8 +11,8 @@ from typing import Any
 
 import pytest
 
-from monitor.audit import actions_as_json, render_actions
-from monitor.rules import evaluate_run
+from monitor.cli.audit import actions_as_json, render_actions
+from monitor.rules.evaluate import evaluate_run
 from tests.support.simulator import SimulatorHandle, running_simulator
 from tests.test_enforce_support import (
     BURN_USD_PER_SECOND,

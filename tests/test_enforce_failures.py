@@ -11,8 +11,8 @@ from typing import Any
 import httpx
 import pytest
 
-from monitor.client import PrimeClient
-from monitor.models import DeleteRunResponse
+from monitor.api.client import PrimeClient
+from monitor.api.models import DeleteRunResponse
 from tests.support.simulator import SimulatorHandle, running_simulator
 from tests.test_enforce_support import GRACE_SECONDS, Bench, SimulatedCrash, make_settings, scenario
 

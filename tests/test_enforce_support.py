@@ -12,17 +12,17 @@ from typing import Any
 
 from pydantic import SecretStr
 
-from monitor.client import PrimeClient
+from monitor.api.client import PrimeClient
 from monitor.clock import ManualClock
-from monitor.config import Settings
-from monitor.enforce import Enforcer
-from monitor.events import ActionRecord, Notification
+from monitor.config.settings import Settings
+from monitor.enforce.enforcer import Enforcer
+from monitor.exporter.live import RuntimeState
 from monitor.notify.outbox import OutboxDispatcher
 from monitor.poller import Poller
-from monitor.rules import evaluate_run
-from monitor.runtime import RuntimeState
+from monitor.records import ActionRecord, Notification
+from monitor.rules.evaluate import evaluate_run
 from monitor.snapshots import RunSnapshot
-from monitor.store import StateStore
+from monitor.store.state_store import StateStore
 from tests.support.simulator import SimulatorHandle
 
 CAP_USD = 10.0

@@ -14,9 +14,9 @@ from prometheus_client.parser import text_string_to_metric_families
 from prometheus_client.samples import Sample
 
 from monitor import __version__
-from monitor.events import Evaluation
-from monitor.metrics import MAX_NAME_LABEL_CHARS, build_registry, label_value
-from monitor.runtime import RunHealth, RuntimeState
+from monitor.exporter.collector import MAX_NAME_LABEL_CHARS, build_registry, label_value
+from monitor.exporter.live import RunHealth, RuntimeState
+from monitor.records import Evaluation
 from monitor.snapshots import RunSnapshot, WalletSnapshot
 
 GOLDEN = Path(__file__).parent / "golden" / "metrics.txt"

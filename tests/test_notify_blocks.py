@@ -8,8 +8,7 @@ import json
 import pytest
 from pydantic import SecretStr
 
-from monitor.config import NotifySettings, SlackSettings, WebhookSettings
-from monitor.events import Notification
+from monitor.config.settings import NotifySettings, SlackSettings, WebhookSettings
 from monitor.notify import (
     ConsoleNotifier,
     SlackNotifier,
@@ -21,6 +20,7 @@ from monitor.notify import (
     webhook_document,
 )
 from monitor.notify.blocks import clip, escape, slack_length
+from monitor.records import Notification
 from tests.support.fake_slack import block_errors
 
 HOSTILE = [

@@ -19,10 +19,10 @@ import pytest
 import structlog
 
 from monitor.clock import SYSTEM_CLOCK, ManualClock
-from monitor.events import Notification
 from monitor.notify import OutboxDispatcher, SlackNotifier
 from monitor.notify.slack_lookup import EVENT_TYPE
-from monitor.store import StateStore
+from monitor.records import Notification
+from monitor.store.state_store import StateStore
 from tests.support.fake_slack import FakeSlack
 from tests.test_notify_blocks import make_notification
 
@@ -230,10 +230,10 @@ SENDER = textwrap.dedent(
     """
     import asyncio, sys
     from monitor.clock import SYSTEM_CLOCK
-    from monitor.config import SlackSettings
-    from monitor.events import Notification
+    from monitor.config.settings import SlackSettings
+    from monitor.records import Notification
     from monitor.notify import OutboxDispatcher, SlackNotifier
-    from monitor.store import StateStore
+    from monitor.store.state_store import StateStore
     from pydantic import SecretStr
 
     db, base_url, token = sys.argv[1:4]
@@ -296,10 +296,10 @@ SOAK_SENDER = textwrap.dedent(
     """
     import asyncio, sys
     from monitor.clock import SYSTEM_CLOCK
-    from monitor.config import SlackSettings
-    from monitor.events import Notification
+    from monitor.config.settings import SlackSettings
+    from monitor.records import Notification
     from monitor.notify import OutboxDispatcher, SlackNotifier
-    from monitor.store import StateStore
+    from monitor.store.state_store import StateStore
     from pydantic import SecretStr
 
     db, base_url, token, channel, count = sys.argv[1:6]

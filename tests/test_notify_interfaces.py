@@ -14,12 +14,12 @@ import pytest
 import structlog
 from pydantic import SecretStr
 
-from monitor import store_outbox
 from monitor.clock import ManualClock
-from monitor.config import WebhookSettings
-from monitor.events import Notification
+from monitor.config.settings import WebhookSettings
 from monitor.notify import ChannelHealth, ConsoleNotifier, Notifier, OutboxDispatcher, SlackNotifier, WebhookNotifier
-from monitor.store import StateStore
+from monitor.records import Notification
+from monitor.store import outbox as outbox_rows
+from monitor.store.state_store import StateStore
 from tests.support.fake_slack import FakeSlack
 from tests.test_notify_blocks import make_notification
 
@@ -139,7 +139,7 @@ def test_the_backlog_is_counted_from_an_index_not_a_table_scan(tmp_path: Path, c
     statements: list[str] = []
     with sqlite3.connect(path) as conn:
         conn.set_trace_callback(statements.append)
-        store_outbox.backlog(conn, channel="slack")
+        outbox_rows.backlog(conn, channel="slack")
         [query] = [s for s in statements if s.startswith("SELECT")]
         plan = " ".join(row[3] for row in conn.execute(f"EXPLAIN QUERY PLAN {query}"))
     assert "INDEX outbox_open_age" in plan and "SCAN" not in plan

@@ -12,9 +12,9 @@ import pytest
 import structlog
 
 from monitor.clock import ManualClock
-from monitor.events import Notification
 from monitor.notify import ConsoleNotifier, OutboxDispatcher, SlackNotifier
-from monitor.store import StateStore
+from monitor.records import Notification
+from monitor.store.state_store import StateStore
 from tests.support.fake_slack import FakeSlack
 from tests.test_notify_blocks import make_notification
 

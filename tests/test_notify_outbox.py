@@ -13,12 +13,12 @@ import structlog
 from pydantic import SecretStr
 
 from monitor.clock import ManualClock
-from monitor.config import SlackSettings
-from monitor.events import Notification
+from monitor.config.settings import SlackSettings
+from monitor.exporter.live import RuntimeState
 from monitor.notify import ConsoleNotifier, NotifyError, OutboxDispatcher, SlackNotifier, SlackWebhookNotifier
 from monitor.notify.base import Notifier
-from monitor.runtime import RuntimeState
-from monitor.store import StateStore
+from monitor.records import Notification
+from monitor.store.state_store import StateStore
 from tests.support.fake_slack import FakeSlack
 from tests.test_notify_blocks import make_notification
 

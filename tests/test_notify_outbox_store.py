@@ -8,8 +8,8 @@ import sqlite3
 from dataclasses import asdict
 from pathlib import Path
 
-from monitor.store import StateStore
-from monitor.store_schema import MIGRATIONS, migrate
+from monitor.store.schema import MIGRATIONS, migrate
+from monitor.store.state_store import StateStore
 from tests.test_notify_blocks import make_notification
 
 T0 = 1_800_000_000.0

@@ -13,9 +13,9 @@ import pytest
 
 from monitor.clock import SYSTEM_CLOCK, ManualClock
 from monitor.daemon import OUTBOX_INTERVAL
-from monitor.events import Notification
 from monitor.notify import OutboxDispatcher, SlackNotifier
-from monitor.store import StateStore
+from monitor.records import Notification
+from monitor.store.state_store import StateStore
 from tests.support.fake_slack import FakeSlack
 from tests.test_notify_blocks import make_notification
 

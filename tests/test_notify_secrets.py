@@ -16,10 +16,10 @@ from aiohttp import web
 from pydantic import SecretStr
 
 from monitor.clock import ManualClock
-from monitor.config import SlackSettings, WebhookSettings
+from monitor.config.settings import SlackSettings, WebhookSettings
 from monitor.notify import NotifyError, OutboxDispatcher, Redactor, SlackWebhookNotifier, WebhookNotifier
 from monitor.notify.base import Notifier
-from monitor.store import StateStore
+from monitor.store.state_store import StateStore
 from tests.test_notify_blocks import make_notification
 
 PATH_TOKEN = "T0KEN7f3a9c2b55"

@@ -15,7 +15,7 @@ from slack_sdk import WebClient
 from slack_sdk.errors import SlackApiError
 from slack_sdk.web.async_client import AsyncWebClient
 
-from monitor.config import SlackSettings
+from monitor.config.settings import SlackSettings
 from monitor.notify import NotifyError, SlackNotifier, SlackWebhookNotifier
 from tests.support.fake_slack import FakeSlack
 from tests.test_notify_blocks import make_notification

@@ -14,10 +14,10 @@ from aiohttp import web
 from pydantic import SecretStr
 
 from monitor.clock import ManualClock
-from monitor.config import SlackSettings, WebhookSettings
+from monitor.config.settings import SlackSettings, WebhookSettings
+from monitor.exporter.live import RuntimeState
 from monitor.notify import NotifyError, OutboxDispatcher, SlackNotifier, WebhookNotifier
-from monitor.runtime import RuntimeState
-from monitor.store import StateStore
+from monitor.store.state_store import StateStore
 from tests.support.fake_slack import FakeSlack
 from tests.test_notify_blocks import make_notification
 

@@ -9,12 +9,12 @@ from typing import Any
 import pytest
 from pydantic import SecretStr
 
-from monitor.client import PrimeClient, RetryPolicy
+from monitor.api.client import PrimeClient, RetryPolicy
 from monitor.clock import ManualClock
-from monitor.config import Settings, load_settings
+from monitor.config.settings import Settings, load_settings
+from monitor.exporter.live import RuntimeState
 from monitor.poller import Poller
-from monitor.runtime import RuntimeState
-from monitor.store import StateStore
+from monitor.store.state_store import StateStore
 from tests.support.simulator import SimulatorHandle, running_simulator
 
 

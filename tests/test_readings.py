@@ -12,7 +12,7 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from monitor.readings import ReadingModel, WalletModel, with_derived_split
+from monitor.readings.model import ReadingModel, WalletModel, with_derived_split
 from monitor.snapshots import RunSnapshot, WalletSnapshot
 
 # Qwen3.5-4B prices: $0.10 in / $0.30 out / $0.30 training per Mtok.

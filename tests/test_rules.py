@@ -10,7 +10,15 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from monitor.rules import (
+from monitor.rules.config import (
+    RUN_METRICS_ABOVE,
+    RUN_METRICS_BELOW,
+    WALLET_METRICS_ABOVE,
+    WALLET_METRICS_BELOW,
+    RunRule,
+    WalletRule,
+)
+from monitor.rules.evaluate import (
     burn_rate_usd_per_hour,
     evaluate_run,
     evaluate_wallet,
@@ -18,14 +26,6 @@ from monitor.rules import (
     tier_thresholds,
     time_to_limit_seconds,
     wallet_spend_usd,
-)
-from monitor.rules_config import (
-    RUN_METRICS_ABOVE,
-    RUN_METRICS_BELOW,
-    WALLET_METRICS_ABOVE,
-    WALLET_METRICS_BELOW,
-    RunRule,
-    WalletRule,
 )
 from monitor.snapshots import RunSnapshot, WalletSnapshot
 

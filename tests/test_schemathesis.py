@@ -20,7 +20,7 @@ from schemathesis.specs.openapi.checks import status_code_conformance
 import monitor
 from tests.support.simulator import SimulatorHandle, running_simulator
 
-SPEC = Path(monitor.__file__).parent / "spec" / "prime-training-api.openapi.yml"
+SPEC = Path(monitor.__file__).parent / "api" / "spec" / "prime-training-api.openapi.yml"
 RUN_NOT_FOUND = {"detail": "Run not found"}
 
 API_KEY = "sim-key"  # TEST_SCENARIO's key

@@ -20,7 +20,7 @@ import structlog
 from pydantic import SecretStr
 
 import monitor.logs
-from monitor.cli import main
+from monitor.cli.main import main
 from monitor.logs import REDACTED, configure_logging, register_secrets, scrub
 
 API_KEY = "pk-live-7f3a9c0d2e4b6a8f1c3e5d7b9a0c2e4f"

@@ -10,11 +10,11 @@ from prometheus_client.openmetrics.parser import text_string_to_metric_families 
 from prometheus_client.parser import text_string_to_metric_families
 
 from monitor.clock import ManualClock
-from monitor.config import Settings
-from monitor.health import MonitorHealth
-from monitor.metrics import build_registry
-from monitor.runtime import RuntimeState
-from monitor.server import MonitorHttpServer
+from monitor.config.settings import Settings
+from monitor.exporter.collector import build_registry
+from monitor.exporter.health import MonitorHealth
+from monitor.exporter.live import RuntimeState
+from monitor.exporter.server import MonitorHttpServer
 from monitor.snapshots import WalletSnapshot
 from tests.support.prometheus import PrometheusFactory
 from tests.test_metrics import HOSTILE_NAME_LABEL, T0, sample_runtime

@@ -7,7 +7,7 @@ from typing import Any
 import httpx
 import pytest
 
-from monitor.models import RunUsageResponse, WalletResponse
+from monitor.api.models import RunUsageResponse, WalletResponse
 from tests.support.simulator import SimulatorHandle, running_simulator
 
 T0 = 1_800_000_000.0  # the manual clock's start, a multiple of the 60 s meter interval

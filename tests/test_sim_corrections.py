@@ -12,7 +12,7 @@ from typing import Any
 import httpx
 import pytest
 
-from monitor.models import RunUsageResponse
+from monitor.api.models import RunUsageResponse
 from tests.support.simulator import SimulatorHandle
 
 T0 = 1_800_000_000.0

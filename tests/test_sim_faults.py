@@ -9,7 +9,7 @@ import httpx
 import pytest
 from pydantic import ValidationError
 
-from monitor.models import RunUsageResponse
+from monitor.api.models import RunUsageResponse
 from monitor.sim.scenario import ScenarioError, load_scenario
 from tests.support.simulator import SimulatorHandle, running_simulator
 

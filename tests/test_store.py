@@ -10,10 +10,10 @@ from pathlib import Path
 
 import pytest
 
-from monitor.events import ActionRecord, AlertState, Notification, Protection
+from monitor.records import ActionRecord, AlertState, Notification, Protection
 from monitor.snapshots import BillingRow, RunSnapshot, WalletSnapshot
-from monitor.store import SCHEMA_VERSION, KnownRun, SchemaTooNewError, StateStore, StoreError
-from monitor.store_schema import MIGRATIONS, Migration, migrate, read_version
+from monitor.store.schema import MIGRATIONS, Migration, migrate, read_version
+from monitor.store.state_store import SCHEMA_VERSION, KnownRun, SchemaTooNewError, StateStore, StoreError
 
 T0 = 1_800_000_000.0
 

@@ -20,7 +20,7 @@ from pathlib import Path
 import pytest
 import structlog
 
-from monitor.store import StateStore, StoreError
+from monitor.store.state_store import StateStore, StoreError
 from tests.test_store import T0, run_snapshot
 
 
@@ -128,7 +128,7 @@ def test_a_daemon_refuses_to_start_on_a_read_only_state_file_or_directory(
 IN_A_SMALL_VOLUME = r"""
 import json, os, subprocess, sys
 from monitor.logs import configure_logging
-from monitor.store import StateStore, StoreError
+from monitor.store.state_store import StateStore, StoreError
 
 configure_logging(fmt="json", level="critical")
 volume = sys.argv[1]

@@ -15,8 +15,8 @@ from pathlib import Path
 import pytest
 
 from monitor.snapshots import RunSnapshot
-from monitor.store import SCHEMA_VERSION, SchemaTooNewError, StateFileRefusedError, StateStore, StoreError
-from monitor.store_file import create_if_missing
+from monitor.store.file import create_if_missing
+from monitor.store.state_store import SCHEMA_VERSION, SchemaTooNewError, StateFileRefusedError, StateStore, StoreError
 from tests.support.daemon import DaemonFactory
 from tests.support.simulator import SimulatorHandle
 from tests.test_store import T0, action, run_snapshot

@@ -18,14 +18,14 @@ import pytest
 import structlog
 import yaml
 
-from monitor.store import LockHolder, StateLockedError, StateStore, StoreError
+from monitor.store.state_store import LockHolder, StateLockedError, StateStore, StoreError
 from tests.support.daemon import DaemonFactory, DaemonProcess
 from tests.support.simulator import SimulatorHandle
 
 HOLD_THE_LOCK = """
 import sys
 from monitor.logs import configure_logging
-from monitor.store import StateStore
+from monitor.store.state_store import StateStore
 configure_logging(fmt="json", level="error")  # stdout is for "locked" only
 store = StateStore(sys.argv[1], exclusive=True)
 print("locked", flush=True)

@@ -20,10 +20,10 @@ import pytest
 from prometheus_client import generate_latest
 from prometheus_client.parser import text_string_to_metric_families
 
-from monitor.config import Settings
-from monitor.events import Evaluation
-from monitor.metrics import build_registry
-from monitor.passes import EXIT_UNREADABLE
+from monitor.cli.check import EXIT_UNREADABLE
+from monitor.config.settings import Settings
+from monitor.exporter.collector import build_registry
+from monitor.records import Evaluation
 from monitor.snapshots import RunSnapshot
 from tests.support.rig import MonitorRig
 from tests.support.simulator import SimulatorHandle, running_simulator

@@ -19,7 +19,7 @@ from __future__ import annotations
 
 from typing import TextIO
 
-from monitor.config import NotifySettings
+from monitor.config.settings import NotifySettings
 from monitor.notify.base import LookupResult, Notifier, NotifyError, Redactor, SentMessageLookup
 from monitor.notify.blocks import fallback_text, slack_blocks
 from monitor.notify.console import ConsoleNotifier

@@ -13,7 +13,7 @@ from dataclasses import dataclass
 from typing import Literal, Protocol, runtime_checkable
 from urllib.parse import parse_qsl, quote, unquote, urlsplit
 
-from monitor.events import Notification
+from monitor.records import Notification
 
 # How far a failure reaches. "channel": the channel is down, rate limited or misconfigured, so the
 # outbox stops that channel for the pass (keeping the order of its messages). "message": only this

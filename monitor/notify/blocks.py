@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from monitor.events import Notification
+from monitor.records import Notification
 
 # Slack Block Kit limits (docs.slack.dev, block reference).
 HEADER_MAX = 150

@@ -6,7 +6,7 @@ import sys
 import time
 from typing import TextIO
 
-from monitor.events import Notification
+from monitor.records import Notification
 
 _LABELS = {"critical": "CRITICAL", "warning": "WARNING", "info": "INFO"}
 

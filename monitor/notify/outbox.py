@@ -41,14 +41,14 @@ from typing import Literal
 import structlog
 
 from monitor.clock import Clock
-from monitor.events import Notification
+from monitor.exporter.live import RuntimeState
 from monitor.notify import outbox_notes as notes
 from monitor.notify.base import Notifier, NotifyError, SentMessageLookup
 from monitor.notify.outbox_channels import ChannelSet, check_unique, close_all
 from monitor.notify.outbox_health import ChannelHealth, ChannelState
-from monitor.runtime import RuntimeState
-from monitor.store import StateStore
-from monitor.store_outbox import OutboxEntry
+from monitor.records import Notification
+from monitor.store.outbox import OutboxEntry
+from monitor.store.state_store import StateStore
 
 log = structlog.get_logger(__name__)
 

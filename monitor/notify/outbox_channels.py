@@ -14,10 +14,10 @@ from collections.abc import Sequence
 
 import structlog
 
-from monitor.events import Notification
 from monitor.notify.base import Notifier, Redacting, SentMessageLookup
 from monitor.notify.outbox_health import ChannelState
-from monitor.store import StateStore, StoreError
+from monitor.records import Notification
+from monitor.store.state_store import StateStore, StoreError
 
 log = structlog.get_logger(__name__)
 

@@ -18,9 +18,9 @@ import time
 from collections.abc import Sequence
 from dataclasses import replace
 
-from monitor.durations import format_duration
-from monitor.events import Notification
-from monitor.store_outbox import OutboxEntry, ThreadEntry
+from monitor.config.durations import format_duration
+from monitor.records import Notification
+from monitor.store.outbox import OutboxEntry, ThreadEntry
 
 SUPERSEDED_BY: dict[str, frozenset[str]] = {
     "alert": frozenset({"alert", "resolve"}),

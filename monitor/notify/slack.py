@@ -20,12 +20,12 @@ from slack_sdk.errors import SlackApiError, SlackClientError
 from slack_sdk.web.async_client import AsyncWebClient
 from slack_sdk.webhook.async_client import AsyncWebhookClient
 
-from monitor.config import SlackSettings
-from monitor.events import Notification
+from monitor.api.retry_after import parse_retry_after
+from monitor.config.settings import SlackSettings
 from monitor.notify.base import LookupResult, NotifyError, Redactor, http_status_error
 from monitor.notify.blocks import fallback_text, slack_blocks
 from monitor.notify.slack_lookup import find_message, looks_like_channel_id, message_metadata
-from monitor.retry_after import parse_retry_after
+from monitor.records import Notification
 
 log = structlog.get_logger(__name__)
 

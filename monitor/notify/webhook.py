@@ -23,10 +23,10 @@ from typing import Any
 
 import httpx
 
-from monitor.config import WebhookSettings
-from monitor.events import Notification
+from monitor.api.retry_after import parse_retry_after
+from monitor.config.settings import WebhookSettings
 from monitor.notify.base import NotifyError, Redactor, http_status_error
-from monitor.retry_after import parse_retry_after
+from monitor.records import Notification
 
 
 def webhook_document(notification: Notification) -> dict[str, Any]:

@@ -10,7 +10,7 @@ import structlog
 from aiohttp import web
 from pydantic import ValidationError
 
-from monitor.models import CreateDedicatedRunRequest
+from monitor.api.models import CreateDedicatedRunRequest
 from monitor.sim.context import SIM_CONTEXT, detail, json_model, unauthorized, validation_errors
 from monitor.sim.engine import RunNotFound, UnknownTeam
 from monitor.sim.rates import ConfigProblem

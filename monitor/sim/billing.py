@@ -26,7 +26,7 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Literal
 
-from monitor.models import BillingEntry
+from monitor.api.models import BillingEntry
 from monitor.sim.accounting import BillingView, SimRun
 
 BillingRows = Literal["per_run", "per_record"]

@@ -18,8 +18,7 @@ from typing import Any
 
 import structlog
 
-from monitor.clock import Clock, ManualClock
-from monitor.models import (
+from monitor.api.models import (
     BillingEntry,
     CreateDedicatedRunRequest,
     CreateDedicatedRunResponse,
@@ -29,6 +28,7 @@ from monitor.models import (
     RunUsageResponse,
     WalletResponse,
 )
+from monitor.clock import Clock, ManualClock
 from monitor.sim.accounting import SimRun
 from monitor.sim.billing import StaticRow, iso, per_record_page, per_run_page
 from monitor.sim.ledger import correction_entry, price_dict, price_segments, run_entry

@@ -20,7 +20,7 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
-from monitor.durations import Duration
+from monitor.config.durations import Duration
 from monitor.sim.rates import ConfigProblem
 
 FaultKind = Literal[

@@ -1,7 +1,7 @@
 """The simulator's scenario: keys, clock, wallets, runs and faults, validated with pydantic.
 
 A scenario is YAML (or a dict in tests). `load_scenario(None)` reads the embedded default,
-`monitor/scenarios/default.yml`. A bad scenario raises ScenarioError naming the file and field.
+`monitor/sim/scenarios/default.yml`. A bad scenario raises ScenarioError naming the file and field.
 """
 
 from __future__ import annotations
@@ -14,8 +14,8 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationError, model_validator
 
-from monitor.config import ConfigError, parse_yaml_mapping
-from monitor.durations import Duration
+from monitor.config.durations import Duration
+from monitor.config.settings import ConfigError, parse_yaml_mapping
 from monitor.sim.faults import FaultSpec
 from monitor.sim.pricing import ModelPrice, known_models, lookup_price
 from monitor.sim.rates import ConfigProblem, MeterRates, derive_run
@@ -247,7 +247,7 @@ def _read_yaml_text(text: str, source: str) -> dict[str, Any]:
 
 
 def default_scenario_text() -> str:
-    return resources.files("monitor").joinpath("scenarios/default.yml").read_text(encoding="utf-8")
+    return resources.files("monitor.sim").joinpath("scenarios/default.yml").read_text(encoding="utf-8")
 
 
 def load_scenario(source: Scenario | Mapping[str, Any] | str | Path | None = None) -> Scenario:

@@ -13,7 +13,7 @@ from typing import Any
 from aiohttp import web
 from pydantic import SecretStr
 
-from monitor.config import SlackSettings
+from monitor.config.settings import SlackSettings
 from tests.support.fake_slack_model import (
     Conversations,
     Fault,

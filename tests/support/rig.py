@@ -15,10 +15,10 @@ from __future__ import annotations
 from typing import Any
 
 from monitor.clock import ManualClock
-from monitor.config import Settings
+from monitor.config.settings import Settings
 from monitor.daemon import Daemon
-from monitor.events import Notification
 from monitor.notify.base import Notifier
+from monitor.records import Notification
 from tests.support.simulator import SimulatorHandle
 
 

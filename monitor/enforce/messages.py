@@ -1,0 +1,234 @@
+"""The words of enforcement: the announcement before a delete, the result after, and the loud ones.
+
+Built only from what the action log keeps (run, rule, episode, readings, deadline), so a message
+re-derived after a restart carries the same dedup key and the outbox drops it as a repeat. Keys:
+  delete_pending:{run}:{rule}:p{episode}   the announcement (one per episode)
+  delete_result:{run}:{rule}:p{episode}    whatever concluded the episode (one per episode)
+  delete_cap_reached:{window}              the hourly cap filled (one per window)
+Episode = id of the episode's first delete_pending record. Results reply in the announcement's thread.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from typing import Any
+
+from monitor.alerts.machine import format_metric_value, safe_text
+from monitor.config.durations import format_duration
+from monitor.records import Notification, NotificationKind
+
+
+def utc(epoch: float) -> str:
+    return datetime.fromtimestamp(epoch, UTC).strftime("%Y-%m-%d %H:%M:%S UTC")
+
+
+@dataclass(frozen=True, slots=True)
+class DeleteContext:
+    run_id: str
+    run_name: str | None
+    rule: str
+    episode: int
+    dry_run: bool
+    link: str | None = None
+
+    @property
+    def name(self) -> str:
+        return safe_text(self.run_name or self.run_id)
+
+    @property
+    def thread_key(self) -> str:
+        return f"delete:{self.run_id}:{self.rule}:p{self.episode}"
+
+    @property
+    def pending_key(self) -> str:
+        return f"delete_pending:{self.run_id}:{self.rule}:p{self.episode}"
+
+    @property
+    def result_key(self) -> str:
+        return f"delete_result:{self.run_id}:{self.rule}:p{self.episode}"
+
+    def base_fields(self) -> list[tuple[str, str]]:
+        return [
+            ("Run", self.name),
+            ("Run ID", safe_text(self.run_id)),
+            ("Rule", safe_text(self.rule, limit=100)),
+            ("Mode", "dry run (nothing is deleted)" if self.dry_run else "live"),
+        ]
+
+
+def reading_line(reading: dict[str, Any]) -> str:
+    metric = str(reading.get("metric", "total_cost_usd"))
+    value = reading.get("value")
+    limit = reading.get("limit")
+    shown = format_metric_value(metric, float(value) if value is not None else None)
+    cap = format_metric_value(metric, float(limit) if limit is not None else None)
+    status = safe_text(reading.get("status") or "?", limit=20)
+    source = " (re-read before the delete)" if reading.get("source") == "reread" else ""
+    return (
+        f"{utc(float(reading['taken_at']))}: {shown} (limit {cap}, {reading.get('record_count', '?')} usage records,"
+        f" {status}){source}"
+    )
+
+
+def _readings_text(readings: Sequence[dict[str, Any]]) -> str:
+    return "\n".join(f"• {reading_line(reading)}" for reading in readings)
+
+
+def _value_fields(readings: Sequence[dict[str, Any]]) -> list[tuple[str, str]]:
+    if not readings:
+        return []
+    last = readings[-1]
+    metric = str(last.get("metric", "total_cost_usd"))
+    value = last.get("value")
+    limit = last.get("limit")
+    return [
+        ("Value", format_metric_value(metric, float(value) if value is not None else None)),
+        ("Limit", format_metric_value(metric, float(limit) if limit is not None else None)),
+    ]
+
+
+def pending_notice(
+    ctx: DeleteContext,
+    *,
+    readings: Sequence[dict[str, Any]],
+    deadline: float,
+    grace_period: float,
+    now: float,
+    note: str | None = None,
+) -> Notification:
+    verb = "Would delete" if ctx.dry_run else "Deleting"
+    when = "now" if grace_period <= 0 else f"in {format_duration(grace_period)}"
+    title = f"⏳ {verb} run {ctx.name} {when}: over {safe_text(ctx.rule, limit=100)}"
+    if ctx.dry_run:
+        plan = (
+            f"Dry run (enforce.dry_run is on): nothing will be deleted. At {utc(deadline)} the monitor re-reads the"
+            " run and records that it would have deleted it."
+        )
+    else:
+        plan = (
+            f"At {utc(deadline)} the monitor re-reads the run and deletes it if it is still over the limit,"
+            " still running and not protected."
+        )
+    text = "\n".join(
+        [
+            f"Run {ctx.name} ({safe_text(ctx.run_id)}) is over rule {safe_text(ctx.rule, limit=100)} on"
+            f" {len(readings)} consecutive fresh readings:",
+            _readings_text(readings),
+            plan,
+            *([note] if note else []),
+            f"To stop it: `prime-cost-monitor protect {safe_text(ctx.run_id)}`",
+        ]
+    )
+    fields = [*ctx.base_fields(), *_value_fields(readings), ("Deadline", utc(deadline))]
+    return Notification(
+        kind="delete_pending",
+        dedup_key=ctx.pending_key,
+        thread_key=ctx.thread_key,
+        severity="critical",
+        title=title,
+        text=text,
+        created_at=now,
+        subject=ctx.run_id,
+        rule=ctx.rule,
+        fields=tuple(fields),
+        link=ctx.link,
+    )
+
+
+# decision -> (kind, severity, title template)
+_RESULTS: dict[str, tuple[NotificationKind, str, str]] = {
+    "deleted": ("delete_done", "critical", "🗑️ Deleted run {name}: over {rule}"),
+    "reconciled": ("delete_done", "critical", "🗑️ Deleted run {name}: over {rule} (completed after a restart)"),
+    "would_delete": ("delete_done", "warning", "🗑️ Would delete run {name} (dry run): over {rule}"),
+    "already_gone": ("delete_done", "info", "Run {name} was already gone: nothing to delete"),
+    "cancelled": ("resolve", "info", "✅ Delete of run {name} cancelled"),
+    "refused": ("delete_refused", "critical", "⛔ Delete of run {name} refused: the hourly delete cap is reached"),
+    "failed": ("delete_failed", "critical", "❌ Delete of run {name} failed: the run may still be running"),
+}
+
+
+def result_notice(
+    ctx: DeleteContext, *, decision: str, reason: str, readings: Sequence[dict[str, Any]], now: float
+) -> Notification:
+    kind, severity, template = _RESULTS[decision]
+    title = template.format(name=ctx.name, rule=safe_text(ctx.rule, limit=100))
+    lines = [reason[:1].upper() + reason[1:] + ("" if reason.endswith(".") else ".")]
+    if readings:
+        lines += ["Evidence:", _readings_text(readings)]
+    if decision == "would_delete":
+        lines.append("To delete for real, set enforce.dry_run: false and reload the config (SIGHUP) or restart.")
+    if decision == "failed":
+        lines.append(f"Delete it by hand if it must stop: `prime train delete {safe_text(ctx.run_id)} -f`")
+    if decision == "refused":
+        lines.append(f"Delete it by hand if it must stop: `prime train delete {safe_text(ctx.run_id)} -f`")
+    return Notification(
+        kind=kind,
+        dedup_key=ctx.result_key,
+        thread_key=ctx.thread_key,
+        severity=severity,
+        title=title,
+        text="\n".join(lines),
+        created_at=now,
+        subject=ctx.run_id,
+        rule=ctx.rule,
+        fields=tuple([*ctx.base_fields(), *_value_fields(readings)]),
+        link=ctx.link,
+    )
+
+
+def stopped_notice(ctx: DeleteContext, *, reason: str, now: float) -> Notification:
+    """The API refused the key during a delete: the result of this episode, and loud (top level)."""
+    return Notification(
+        kind="enforcement_stopped",
+        dedup_key=ctx.result_key,
+        thread_key="",
+        severity="critical",
+        title="🛑 Enforcement stopped: the API refused the key (401)",
+        text="\n".join(
+            [
+                f"While deleting run {ctx.name} ({safe_text(ctx.run_id)}) for rule {safe_text(ctx.rule, limit=100)}:"
+                f" {reason}.",
+                "No run will be deleted until the config is reloaded (SIGHUP) or the daemon restarted."
+                " Check PRIME_API_KEY and the key's team access.",
+                f"Run {ctx.name} may still be running.",
+            ]
+        ),
+        created_at=now,
+        subject=ctx.run_id,
+        rule=ctx.rule,
+        fields=tuple(ctx.base_fields()),
+        link=ctx.link,
+    )
+
+
+def cap_notice(
+    *,
+    window_key: str,
+    count: int,
+    limit: int,
+    dry_run: bool,
+    refused: DeleteContext,
+    reopens_at: float | None,
+    now: float,
+) -> Notification:
+    done = "would-be deletes (dry run)" if dry_run else "deletes"
+    reopen = f" The next delete is allowed after {utc(reopens_at)}." if reopens_at is not None else ""
+    return Notification(
+        kind="delete_cap_reached",
+        dedup_key=f"delete_cap_reached:{window_key}",
+        thread_key="",
+        severity="critical",
+        title=f"🛑 Delete cap reached: {count} {done} in the last hour (enforce.max_deletes_per_hour = {limit})",
+        text=(
+            f"Further deletes are refused until the hour window has room.{reopen}"
+            f" First refused: run {refused.name} ({safe_text(refused.run_id)}),"
+            f" rule {safe_text(refused.rule, limit=100)}."
+            " Runs over their caps keep running: check `prime-cost-monitor status --actions`."
+        ),
+        created_at=now,
+        subject=refused.run_id,
+        rule=refused.rule,
+        fields=(("Deletes in the last hour", str(count)), ("Cap", str(limit))),
+    )

@@ -1,0 +1,285 @@
+"""The daemon's live view of the world: what the latest reads saw, kept in memory.
+
+The poller and pipeline replace entries as readings arrive; the metrics collector, the health
+endpoints and the demo's console view only read it. Everything runs on one event loop, so a
+scrape always sees a whole snapshot, never a half-updated one.
+
+What happened to a read is recorded through methods named for it (`run_read`, `run_read_failed`,
+`wallet_read`, ...), so the counters and freshness marks that health, metrics and self-alerts rely
+on change in one place each. Freshness is measured on the monotonic clock: a host clock that jumps
+neither makes stale data look fresh nor fresh data look stale.
+"""
+
+from __future__ import annotations
+
+from collections import Counter
+from dataclasses import dataclass, field
+from typing import Literal
+
+from monitor.records import Evaluation
+from monitor.snapshots import RunSnapshot, WalletSnapshot
+
+# Latency buckets (seconds) for API requests: the API answers in tens of ms, timeouts are ~10 s.
+LATENCY_BUCKETS: tuple[float, ...] = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0)
+
+# How a read of one run (or of the wallet) ended. "Seeing" kinds prove the API answered and took the
+# key; "blind" kinds say nothing about the run itself.
+ReadKind = Literal[
+    "ok",
+    "held",  # a decrease (a billing correction?) waiting for the next reading to confirm it
+    "rejected",  # an implausible reading: counted, never the baseline
+    "invalid_response",  # a 2xx that does not match the spec
+    "not_found",
+    "forbidden",  # 403: the key works but may not read this run
+    "unauthorized",  # 401: the key is refused
+    "unaddressable",  # an id that cannot be put in a URL safely
+    "rate_limited",
+    "server_error",
+    "unreachable",
+    "timeout",
+    "internal_error",  # a bug while processing this run: confined to it, logged with its traceback
+]
+SEEING_KINDS: frozenset[str] = frozenset(
+    {"ok", "held", "rejected", "invalid_response", "not_found", "forbidden", "unaddressable"}
+)
+# Failures that say the API or the key is the problem, not this run: while every read fails this way
+# the monitor is blind as a whole (one "monitor is blind" message), not one alert per run.
+MONITOR_WIDE_KINDS: frozenset[str] = frozenset(
+    {"unauthorized", "rate_limited", "server_error", "unreachable", "timeout"}
+)
+
+
+@dataclass
+class LatencyHistogram:
+    buckets: list[int] = field(default_factory=lambda: [0] * len(LATENCY_BUCKETS))
+    count: int = 0
+    total: float = 0.0
+
+    def observe(self, seconds: float) -> None:
+        self.count += 1
+        self.total += seconds
+        for i, bound in enumerate(LATENCY_BUCKETS):
+            if seconds <= bound:
+                self.buckets[i] += 1
+
+
+@dataclass
+class RequestStats:
+    """Every API request the client made, by endpoint and outcome code ("200", "503", "timeout", ...)."""
+
+    counts: Counter[tuple[str, str]] = field(default_factory=Counter)
+    latency: dict[str, LatencyHistogram] = field(default_factory=dict)
+    retries: Counter[str] = field(default_factory=Counter)
+
+    def observe(self, endpoint: str, code: str, seconds: float) -> None:
+        self.counts[(endpoint, code)] += 1
+        self.latency.setdefault(endpoint, LatencyHistogram()).observe(seconds)
+
+    def observe_retry(self, endpoint: str) -> None:
+        self.retries[endpoint] += 1
+
+
+@dataclass
+class RunHealth:
+    """How the reading of one run is going: freshness and failures decide whether enforcement may act."""
+
+    last_success_at: float | None = None
+    # Monotonic time of the last good reading: what freshness is judged on.
+    last_success_mono: float | None = None
+    last_attempt_at: float | None = None
+    last_error: str | None = None
+    # The kind of the last read ("ok" after a good one) and when the current failing streak began.
+    last_kind: str = "ok"
+    failing_since: float | None = None
+    consecutive_failures: int = 0
+    # Set when the run reached a terminal status and its final totals were read.
+    finished_at: float | None = None
+
+    @property
+    def last_poll_failed(self) -> bool:
+        return self.consecutive_failures > 0
+
+
+@dataclass
+class RuntimeState:
+    runs: dict[str, RunSnapshot] = field(default_factory=dict)
+    health: dict[str, RunHealth] = field(default_factory=dict)
+    burn_rates: dict[str, float] = field(default_factory=dict)
+    # Latest evaluation per (subject, rule).
+    evaluations: dict[tuple[str, str], Evaluation] = field(default_factory=dict)
+    wallet: WalletSnapshot | None = None
+    wallet_runway_seconds: float | None = None
+    wallet_spend_usd: dict[str, float] = field(default_factory=dict)  # by rule name (its window)
+    alerts_sent: Counter[tuple[str, str]] = field(default_factory=Counter)  # (rule, severity)
+    deletions: Counter[tuple[str, str]] = field(default_factory=Counter)  # (rule, outcome)
+    invalid_responses: Counter[str] = field(default_factory=Counter)  # by endpoint
+    # Readings refused by the reading model, by (endpoint, reason): implausible, a decrease never confirmed.
+    readings_rejected: Counter[tuple[str, str]] = field(default_factory=Counter)
+    # Decreases accepted as billing corrections once the next reading confirmed them, by endpoint.
+    corrections: Counter[str] = field(default_factory=Counter)
+    # Failed reads by (endpoint, kind): what /metrics shows as prime_monitor_read_failures_total.
+    read_failures: Counter[tuple[str, str]] = field(default_factory=Counter)
+    notifications_failed: Counter[str] = field(default_factory=Counter)  # by channel
+    # Self-alerts sent ("monitor is blind" / "restored" / a run unreadable / readable), by (cause, kind).
+    self_alerts: Counter[tuple[str, str]] = field(default_factory=Counter)
+    requests: RequestStats = field(default_factory=RequestStats)
+    last_poll_success_at: float | None = None
+    last_wallet_success_at: float | None = None
+    wallet_health: RunHealth = field(default_factory=RunHealth)
+    # Monotonic time of the last read that proved the API answers and takes the key (any endpoint).
+    last_seen_mono: float | None = None
+    # Monotonic time of the last read attempt that ended at all (seeing or not).
+    last_attempt_mono: float | None = None
+    # The first 401 since the last seeing read (wall and monotonic), and its message. A 401 on one run
+    # beside good reads of others is cleared by those reads within a pass; the key is refused when
+    # this persists (monitor.exporter.health decides how long) or the wallet itself answered 401.
+    unauthorized_since: float | None = None
+    unauthorized_mono: float | None = None
+    unauthorized_error: str | None = None
+    # The first blind failure (API down, 5xx, timeouts, 429) since the last seeing read, and the last one.
+    unreachable_since: float | None = None
+    unreachable_mono: float | None = None
+    unreachable_error: str | None = None
+    # The state store: None while it works; since when (wall and monotonic) and why it fails.
+    store_failing_since: float | None = None
+    store_failing_mono: float | None = None
+    store_error: str | None = None
+    # Per scheduled job: monotonic time of its last completion without an exception, and since when it fails.
+    job_ok_mono: dict[str, float] = field(default_factory=dict)
+    job_failing_since_mono: dict[str, float] = field(default_factory=dict)
+    # Discovery: billing rows the last bounded wallet read could not reach (runs may be missed).
+    discovery_rows_unread: int = 0
+    # Last time the scheduler ran any job: /healthz fails when it stops moving.
+    heartbeat_at: float | None = None
+    heartbeat_mono: float | None = None
+    config_loaded: bool = False
+    config_hash: str = ""
+    started_at: float = 0.0
+    started_mono: float = 0.0
+    # Causes the monitor is blind for right now (set by the self-watch), with since when (wall time).
+    blind: dict[str, float] = field(default_factory=dict)
+
+    # -- what happened to a read ----------------------------------------------------------------
+
+    def run_read(self, run_id: str, snapshot: RunSnapshot, *, mono: float) -> RunHealth:
+        """A good reading of a run was accepted."""
+        health = self.health.setdefault(run_id, RunHealth())
+        self.runs[run_id] = snapshot
+        health.last_success_at = snapshot.taken_at
+        health.last_success_mono = mono
+        if health.last_kind != "internal_error":
+            self.run_processed(run_id)
+        # else: the streak of failures to process this run goes on until `run_processed` says it ended.
+        self.last_poll_success_at = snapshot.taken_at
+        self._seen(mono)
+        return health
+
+    def run_processed(self, run_id: str) -> None:
+        """A reading of the run went through the rules and enforcement without an error."""
+        health = self.health.setdefault(run_id, RunHealth())
+        health.last_error = None
+        health.last_kind = "ok"
+        health.failing_since = None
+        health.consecutive_failures = 0
+
+    def run_read_failed(self, run_id: str, *, kind: str, error: str, at: float, mono: float) -> RunHealth:
+        """A read of a run gave nothing usable: an API error, bad data, a held decrease or a bug."""
+        health = self.health.setdefault(run_id, RunHealth())
+        if health.failing_since is None:
+            health.failing_since = at
+        health.consecutive_failures += 1
+        health.last_error = error
+        health.last_kind = kind
+        self.read_failures[("usage", kind)] += 1
+        if kind in SEEING_KINDS:
+            self._seen(mono)
+        elif kind in MONITOR_WIDE_KINDS:
+            self._blind_failure(kind, error, at=at, mono=mono)
+        # else (internal_error): our own failure says nothing about the API or the key.
+        return health
+
+    def wallet_read(self, wallet: WalletSnapshot, *, mono: float) -> None:
+        self.wallet = wallet
+        self.last_wallet_success_at = wallet.taken_at
+        self.last_poll_success_at = wallet.taken_at
+        health = self.wallet_health
+        health.last_success_at = wallet.taken_at
+        health.last_success_mono = mono
+        health.last_error = None
+        health.last_kind = "ok"
+        health.failing_since = None
+        health.consecutive_failures = 0
+        self._seen(mono)
+
+    def wallet_read_failed(self, *, kind: str, error: str, at: float, mono: float) -> None:
+        health = self.wallet_health
+        if health.failing_since is None:
+            health.failing_since = at
+        health.consecutive_failures += 1
+        health.last_error = error
+        health.last_kind = kind
+        self.read_failures[("wallet", kind)] += 1
+        if kind in SEEING_KINDS:
+            self._seen(mono)
+        elif kind in MONITOR_WIDE_KINDS:
+            self._blind_failure(kind, error, at=at, mono=mono)
+
+    def reading_rejected(self, endpoint: str, reason: str) -> None:
+        self.readings_rejected[(endpoint, reason)] += 1
+
+    def reading_corrected(self, endpoint: str) -> None:
+        self.corrections[endpoint] += 1
+
+    def store_failed(self, error: str, *, at: float, mono: float) -> None:
+        if self.store_failing_since is None:
+            self.store_failing_since, self.store_failing_mono = at, mono
+        self.store_error = error
+
+    def store_works(self) -> None:
+        self.store_failing_since = self.store_failing_mono = None
+        self.store_error = None
+
+    def job_finished(self, job: str, *, ok: bool, mono: float) -> None:
+        if ok:
+            self.job_ok_mono[job] = mono
+            self.job_failing_since_mono.pop(job, None)
+        else:
+            self.job_failing_since_mono.setdefault(job, mono)
+
+    def beat(self, *, at: float, mono: float) -> None:
+        self.heartbeat_at = at
+        self.heartbeat_mono = mono
+
+    def forget_run(self, run_id: str) -> None:
+        """A finished run past its retention leaves the live view, and its series with it."""
+        self.runs.pop(run_id, None)
+        self.burn_rates.pop(run_id, None)
+        self.health.pop(run_id, None)
+        for key in [k for k in self.evaluations if k[0] == run_id]:
+            del self.evaluations[key]
+
+    def _seen(self, mono: float) -> None:
+        self.last_seen_mono = mono
+        self.last_attempt_mono = mono
+        self.unauthorized_since = self.unauthorized_mono = None
+        self.unauthorized_error = None
+        self.unreachable_since = self.unreachable_mono = None
+        self.unreachable_error = None
+
+    def _blind_failure(self, kind: str, error: str, *, at: float, mono: float) -> None:
+        self.last_attempt_mono = mono
+        if kind == "unauthorized":
+            if self.unauthorized_since is None:
+                self.unauthorized_since, self.unauthorized_mono = at, mono
+            self.unauthorized_error = error
+        else:
+            if self.unreachable_since is None:
+                self.unreachable_since, self.unreachable_mono = at, mono
+            self.unreachable_error = error
+
+    # -- what readers ask --------------------------------------------------------------------------
+
+    @property
+    def ready(self) -> bool:
+        """Kept for views that only need a yes/no; /readyz asks monitor.exporter.health for the reasons."""
+        return self.config_loaded and self.last_seen_mono is not None and self.unauthorized_since is None

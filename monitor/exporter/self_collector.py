@@ -1,0 +1,128 @@
+"""Prometheus families about the monitor's own sight: what each read gave, readings the reading model
+refused or accepted as corrections, why it is blind, and its store.
+
+A second collector beside monitor.exporter.collector.MonitorCollector, rendered from the same RuntimeState on
+every scrape. Failure counters are pre-initialised at 0 for every endpoint and kind, so `rate()` and
+`increase()` see the first failure instead of a series that appears already at 1.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterable, Iterator
+
+from prometheus_client.metrics_core import CounterMetricFamily, GaugeMetricFamily, Metric
+from prometheus_client.registry import Collector
+
+from monitor.exporter.collector import label_value as _label
+from monitor.exporter.health import CAUSES
+from monitor.exporter.live import RuntimeState
+
+READ_ENDPOINTS = ("usage", "wallet")
+FAILURE_KINDS = (
+    "held",
+    "rejected",
+    "invalid_response",
+    "not_found",
+    "forbidden",
+    "unauthorized",
+    "unaddressable",
+    "rate_limited",
+    "server_error",
+    "unreachable",
+    "timeout",
+    "internal_error",
+)
+REJECTION_REASONS = {
+    "usage": ("invalid", "implausible", "decrease_not_confirmed"),
+    "wallet": ("invalid", "negative_not_confirmed"),
+}
+
+
+class SelfCollector(Collector):
+    def __init__(self, runtime: RuntimeState, *, ready: Callable[[], bool] | None = None) -> None:
+        self._runtime = runtime
+        self._ready = ready
+
+    def collect(self) -> Iterable[Metric]:
+        yield from self._reads()
+        yield from self._sight()
+
+    def _reads(self) -> Iterator[Metric]:
+        runtime = self._runtime
+        state = GaugeMetricFamily(
+            "prime_run_read_state",
+            "How the latest read of a run ended (ok, or the failure kind: not_found, forbidden, ...). Always 1.",
+            labels=["run_id", "state"],
+        )
+        for run_id in sorted(runtime.health):
+            health = runtime.health[run_id]
+            state.add_metric([_label(run_id), _label(health.last_kind if health.last_poll_failed else "ok")], 1.0)
+        failures = CounterMetricFamily(
+            "prime_monitor_read_failures",
+            "Reads of a run's usage or of the wallet that gave nothing usable, by endpoint and kind.",
+            labels=["endpoint", "kind"],
+        )
+        counts = dict.fromkeys(((e, k) for e in READ_ENDPOINTS for k in FAILURE_KINDS), 0)
+        counts.update(runtime.read_failures)
+        for (endpoint, kind), count in sorted(counts.items()):
+            failures.add_metric([_label(endpoint), _label(kind)], float(count))
+        rejected = CounterMetricFamily(
+            "prime_monitor_readings_rejected",
+            "Readings refused by the reading model (invalid, implausible, a decrease never confirmed).",
+            labels=["endpoint", "reason"],
+        )
+        rejections = dict.fromkeys(((e, r) for e, reasons in REJECTION_REASONS.items() for r in reasons), 0)
+        rejections.update(runtime.readings_rejected)
+        for (endpoint, reason), count in sorted(rejections.items()):
+            rejected.add_metric([_label(endpoint), _label(reason)], float(count))
+        corrections = CounterMetricFamily(
+            "prime_monitor_corrections",
+            "Decreases of a run's totals accepted as billing corrections once the next reading confirmed them.",
+            labels=["endpoint"],
+        )
+        for endpoint in READ_ENDPOINTS:
+            corrections.add_metric([endpoint], float(runtime.corrections.get(endpoint, 0)))
+        yield from (state, failures, rejected, corrections)
+
+    def _sight(self) -> Iterator[Metric]:
+        runtime = self._runtime
+        blind = GaugeMetricFamily(
+            "prime_monitor_blind",
+            "1 while the monitor is blind for this cause (held past health.blind_after), else 0.",
+            labels=["cause", "channel"],
+        )
+        active = {key.partition(":")[0]: key.partition(":")[2] for key in runtime.blind}
+        for cause in CAUSES:
+            blind.add_metric([cause, ""], 1.0 if cause in active and not active[cause] else 0.0)
+        for key in sorted(runtime.blind):
+            cause, _, channel = key.partition(":")
+            if channel:
+                blind.add_metric([_label(cause), _label(channel)], 1.0)
+        self_alerts = CounterMetricFamily(
+            "prime_monitor_self_alerts",
+            "Messages the monitor sent about itself (monitor_blind, monitor_restored, run_unreadable, run_readable).",
+            labels=["cause", "kind"],
+        )
+        sent = dict.fromkeys(((c, k) for c in CAUSES for k in ("monitor_blind", "monitor_restored")), 0)
+        sent |= dict.fromkeys((("run", "run_unreadable"), ("run", "run_readable")), 0)
+        sent.update(runtime.self_alerts)
+        for (cause, kind), count in sorted(sent.items()):
+            self_alerts.add_metric([_label(cause), _label(kind)], float(count))
+        yield from (blind, self_alerts)
+        yield GaugeMetricFamily(
+            "prime_monitor_state_store_ok",
+            "1 while the state store reads and writes, else 0.",
+            value=0.0 if runtime.store_failing_since is not None else 1.0,
+        )
+        yield GaugeMetricFamily(
+            "prime_monitor_discovery_rows_unread",
+            "Wallet billing rows discovery could not read within watch.wallet_rows:"
+            " runs billed only there may be missed.",
+            value=float(runtime.discovery_rows_unread),
+        )
+        if self._ready is not None:
+            yield GaugeMetricFamily(
+                "prime_monitor_ready",
+                "1 while /readyz says ready (the monitor can see), else 0.",
+                value=1.0 if self._ready() else 0.0,
+            )
