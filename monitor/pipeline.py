@@ -12,7 +12,8 @@ from typing import Protocol
 
 import structlog
 
-from monitor.alerts.machine import AlertContext, advance_alert
+from monitor.alerts.machine import advance_alert
+from monitor.alerts.words import AlertContext
 from monitor.clock import Clock
 from monitor.config.settings import Settings
 from monitor.exporter.live import RuntimeState

@@ -96,21 +96,6 @@ class RunSnapshot:
     def inference_output_cost_usd(self) -> float:
         return max(self.inference_cost_usd - self.inference_input_cost_usd, 0.0)
 
-    def metric(self, name: str) -> float:
-        """The value of a per-run total by its rule metric name (see rules_config.RUN_METRICS_ABOVE)."""
-        values: dict[str, float] = {
-            "total_cost_usd": self.total_cost_usd,
-            "training_cost_usd": self.training_cost_usd,
-            "inference_cost_usd": self.inference_cost_usd,
-            "inference_input_cost_usd": self.inference_input_cost_usd,
-            "inference_output_cost_usd": self.inference_output_cost_usd,
-            "total_tokens": float(self.total_tokens),
-            "training_tokens": float(self.training_tokens),
-            "inference_input_tokens": float(self.inference_input_tokens),
-            "inference_output_tokens": float(self.inference_output_tokens),
-        }
-        return values[name]
-
     def to_dict(self) -> dict[str, Any]:
         data = asdict(self)
         del data["taken_mono"]  # only meaningful inside the process that took the reading

@@ -9,7 +9,8 @@ from typing import Any
 
 import pytest
 
-from monitor.alerts.machine import AlertContext, advance_alert, format_money, format_tokens, safe_text
+from monitor.alerts.machine import advance_alert
+from monitor.alerts.words import AlertContext, format_money, format_tokens, safe_text
 from monitor.records import AlertState, Evaluation, Notification
 from monitor.rules.config import RunRule, WalletRule
 from monitor.rules.evaluate import evaluate_run, evaluate_wallet

@@ -168,15 +168,17 @@ def test_config_hash_changes_with_rules_but_not_with_secrets(monkeypatch: pytest
     assert base.config_hash() == same.config_hash()
 
 
-def test_the_run_metric_table_covers_every_rule_metric_and_marks_the_price_split_derived() -> None:
+def test_the_metric_catalog_and_the_config_schema_agree_and_mark_the_price_split_derived() -> None:
     from typing import get_args
 
-    from monitor.rules.config import MEASURED_RUN_METRICS, RUN_METRIC_TABLE, RUN_TOTALS, RunMetric, is_measured
+    from monitor.rules.catalog import CATALOG, RUN_METRICS, RUN_TOTALS, WALLET_METRICS, is_measured
+    from monitor.rules.config import RunMetric, WalletMetric
     from monitor.snapshots import RunSnapshot
 
-    assert [m.name for m in RUN_METRIC_TABLE] == list(get_args(RunMetric))
+    assert list(RUN_METRICS) == list(get_args(RunMetric))
+    assert list(WALLET_METRICS) == list(get_args(WalletMetric))
     # What the usage endpoint reports as figures of its own: the only metrics a delete may act on.
-    assert {
+    assert {name for name, spec in CATALOG.items() if spec.may_delete} == {
         "total_cost_usd",
         "training_cost_usd",
         "inference_cost_usd",
@@ -184,11 +186,14 @@ def test_the_run_metric_table_covers_every_rule_metric_and_marks_the_price_split
         "training_tokens",
         "inference_input_tokens",
         "inference_output_tokens",
-    } == MEASURED_RUN_METRICS
+    }
     assert not is_measured("inference_input_cost_usd") and not is_measured("projected_cost_usd")
+    assert "estimate" in CATALOG["inference_input_cost_usd"].noun
     snapshot = RunSnapshot(run_id="r", taken_at=0.0)
-    for name in RUN_TOTALS:  # every total in the table is one a snapshot can read
-        assert snapshot.metric(name) == 0.0
+    for name in RUN_TOTALS:  # every total in the catalog is one a reading can give
+        read = CATALOG[name].read
+        assert read is not None and read(snapshot) == 0.0
+    assert all(CATALOG[name].read is None for name in RUN_METRICS if name not in RUN_TOTALS)
     for derived in ("inference_input_cost_usd", "inference_output_cost_usd"):
         alert = load_settings(None, overrides={"rules": [{"name": "a", "metric": derived, "threshold": 5}]}, environ={})
         assert alert.run_rules[0].metric == derived  # alerting on an estimate is fine

@@ -20,7 +20,7 @@ from dataclasses import dataclass
 
 import structlog
 
-from monitor.alerts.machine import safe_text
+from monitor.alerts.words import safe_text
 from monitor.clock import Clock
 from monitor.config.durations import format_duration
 from monitor.config.settings import Settings

@@ -11,7 +11,7 @@ from collections.abc import Sequence
 from datetime import UTC, datetime
 from typing import Any
 
-from monitor.alerts.machine import format_metric_value, safe_text
+from monitor.alerts.words import format_metric_value, safe_text
 from monitor.config.durations import format_duration
 from monitor.records import ActionRecord
 

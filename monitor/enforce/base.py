@@ -22,7 +22,8 @@ from monitor.enforce.state import PendingDelete, Schedule, Track, reading_eviden
 from monitor.exporter.live import RuntimeState
 from monitor.readings.fetch import RunRead
 from monitor.records import ActionDecision, ActionRecord, Notification
-from monitor.rules.config import RunRule, is_measured
+from monitor.rules.catalog import is_measured, spec_of
+from monitor.rules.config import RunRule
 from monitor.rules.evaluate import evaluate_run
 from monitor.snapshots import RunSnapshot
 from monitor.store.state_store import StateStore
@@ -227,7 +228,8 @@ class EnforcerBase:
         return _Reread(snapshot=read.snapshot)
 
     def _reread_evidence(self, rule: RunRule, snapshot: RunSnapshot) -> dict[str, Any]:
-        value = snapshot.metric(rule.metric)
+        read = spec_of(rule.metric).read
+        value = read(snapshot) if read is not None else None
         return reading_evidence(snapshot, metric=rule.metric, value=value, limit=rule.limit, source="reread")
 
     def _wait(self, track: Track, reason: str) -> None:

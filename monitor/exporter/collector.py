@@ -37,6 +37,7 @@ from prometheus_client.registry import Collector
 from monitor import __version__
 from monitor.clock import SYSTEM_CLOCK, Clock
 from monitor.exporter.live import LATENCY_BUCKETS, LatencyHistogram, RuntimeState
+from monitor.rules.catalog import CATALOG
 from monitor.snapshots import RunSnapshot
 
 # Long enough for any real run name, short enough that a 1 KB name cannot bloat every scrape.
@@ -208,7 +209,8 @@ class MonitorCollector(Collector):
                 utilisation.add_metric(labels, evaluation.utilisation)
             if evaluation.scope != "run":
                 continue
-            if evaluation.metric.endswith("_cost_usd"):
+            spec = CATALOG.get(evaluation.metric)
+            if spec is not None and spec.unit == "usd" and spec.kind == "total":
                 budget.add_metric(labels, evaluation.limit)
             if evaluation.time_to_limit_seconds is not None and _finite_or_inf(evaluation.time_to_limit_seconds):
                 time_to_budget.add_metric(labels, evaluation.time_to_limit_seconds)

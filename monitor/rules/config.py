@@ -7,7 +7,6 @@ fractions of the threshold. Which direction a metric takes is fixed per metric.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
 from fnmatch import fnmatchcase
 from typing import Annotated, Literal
 
@@ -25,73 +24,16 @@ from pydantic import (
 
 from monitor.api.ids import run_id_problem
 from monitor.config.durations import DAY, PositiveDuration, parse_duration
+from monitor.rules.catalog import CATALOG, RUN_METRICS, WALLET_METRICS, delete_refusal
 
-MetricSource = Literal["measured", "derived"]
+# Which way each metric breaches, from the catalog (monitor.rules.catalog), by scope.
+RUN_METRICS_ABOVE = tuple(m for m in RUN_METRICS if CATALOG[m].breaches == "above")
+RUN_METRICS_BELOW = tuple(m for m in RUN_METRICS if CATALOG[m].breaches == "below")
+WALLET_METRICS_ABOVE = tuple(m for m in WALLET_METRICS if CATALOG[m].breaches == "above")
+WALLET_METRICS_BELOW = tuple(m for m in WALLET_METRICS if CATALOG[m].breaches == "below")
 
-
-@dataclass(frozen=True, slots=True)
-class RunMetricInfo:
-    """One run metric a rule can watch, and whether the API reports it or the monitor computes it."""
-
-    name: str
-    # measured: a figure the API reports as is; derived: computed by the monitor (an estimate).
-    source: MetricSource
-    # total: a cumulative total read from a snapshot; rate and projection are computed from history.
-    kind: Literal["total", "rate", "projection"] = "total"
-    # above: breaches when it rises over `threshold`; below: when it falls under `below`.
-    breaches: Literal["above", "below"] = "above"
-    # For a derived metric: what it is computed from, said when a delete on it is refused.
-    derived_from: str = ""
-    # For a derived metric: the measured metric a delete may cap instead, if there is one.
-    measured_instead: str = ""
-
-
-_PRICE_SPLIT = "prices (an estimate)"
-# The one table of run metrics. Only measured figures may drive a delete (PRODUCT.md, "Enforcement
-# safety"): the API bills inference as one figure, so its input/output split is tokens x price.
-RUN_METRIC_TABLE: tuple[RunMetricInfo, ...] = (
-    RunMetricInfo("total_cost_usd", "measured"),
-    RunMetricInfo("training_cost_usd", "measured"),
-    RunMetricInfo("inference_cost_usd", "measured"),
-    RunMetricInfo(
-        "inference_input_cost_usd", "derived", derived_from=_PRICE_SPLIT, measured_instead="inference_cost_usd"
-    ),
-    RunMetricInfo(
-        "inference_output_cost_usd", "derived", derived_from=_PRICE_SPLIT, measured_instead="inference_cost_usd"
-    ),
-    RunMetricInfo("total_tokens", "measured"),
-    RunMetricInfo("training_tokens", "measured"),
-    RunMetricInfo("inference_input_tokens", "measured"),
-    RunMetricInfo("inference_output_tokens", "measured"),
-    RunMetricInfo("burn_rate_usd_per_hour", "derived", kind="rate", derived_from="readings over time (a rate)"),
-    RunMetricInfo("projected_cost_usd", "derived", kind="projection", derived_from="the burn rate (a projection)"),
-    RunMetricInfo(
-        "time_to_budget_seconds",
-        "derived",
-        kind="projection",
-        breaches="below",
-        derived_from="the burn rate (a projection)",
-    ),
-)
-RUN_METRIC_INFO: dict[str, RunMetricInfo] = {metric.name: metric for metric in RUN_METRIC_TABLE}
-# The figures the API reports directly: the only ones a delete may act on.
-MEASURED_RUN_METRICS: frozenset[str] = frozenset(m.name for m in RUN_METRIC_TABLE if m.source == "measured")
-
-
-def is_measured(metric: str) -> bool:
-    """True when the API reports this run metric as is (so a delete may act on it)."""
-    return metric in MEASURED_RUN_METRICS
-
-
-# Cumulative totals read from a snapshot (RunSnapshot.metric reads them), measured or split by price.
-RUN_TOTALS = tuple(m.name for m in RUN_METRIC_TABLE if m.kind == "total")
-# Run metrics that breach when they rise above `threshold`.
-RUN_METRICS_ABOVE = tuple(m.name for m in RUN_METRIC_TABLE if m.breaches == "above")
-# Run metrics that breach when they fall below `below`.
-RUN_METRICS_BELOW = tuple(m.name for m in RUN_METRIC_TABLE if m.breaches == "below")
-WALLET_METRICS_ABOVE = ("spend_usd",)
-WALLET_METRICS_BELOW = ("balance_usd", "runway_seconds")
-
+# The config schema's metric names. Pydantic needs them spelled out; a test checks they are exactly
+# the catalog's, scope by scope.
 RunMetric = Literal[
     "total_cost_usd",
     "training_cost_usd",
@@ -108,7 +50,6 @@ RunMetric = Literal[
 ]
 WalletMetric = Literal["balance_usd", "runway_seconds", "spend_usd"]
 Severity = Literal["info", "warning", "critical"]
-_TIME_METRICS = {"time_to_budget_seconds", "runway_seconds"}
 # Past this a limit is a typo (1e15 dollars, tokens or seconds), and products with it stay finite.
 MAX_LIMIT = 1e15
 
@@ -201,8 +142,9 @@ class RunRule(_RuleBase):
         _check_direction(self.metric, self.threshold, self.below, RUN_METRICS_BELOW)
         if self.metric == "time_to_budget_seconds" and self.budget_usd is None:
             raise ValueError("metric time_to_budget_seconds needs budget_usd (the budget the run is heading to)")
-        if self.action == "delete" and not is_measured(self.metric):
-            raise ValueError(delete_refusal(self.metric))
+        refusal = delete_refusal(self.metric) if self.action == "delete" else None
+        if refusal is not None:
+            raise ValueError(refusal)
         return self
 
     @property
@@ -212,16 +154,6 @@ class RunRule(_RuleBase):
     @property
     def breaches_below(self) -> bool:
         return self.below is not None
-
-
-def delete_refusal(metric: str) -> str:
-    """Why `action: delete` cannot act on a derived metric, and what to do instead."""
-    info = RUN_METRIC_INFO[metric]
-    instead = info.measured_instead or "a measured total such as total_cost_usd"
-    return (
-        f"action delete needs a figure the API reports directly; {metric} is derived from {info.derived_from}: "
-        f"use action alert, or cap {instead}"
-    )
 
 
 class WalletRule(_RuleBase):
@@ -251,7 +183,7 @@ class WalletRule(_RuleBase):
 def _check_direction(metric: str, threshold: float | None, below: float | None, below_metrics: tuple[str, ...]) -> None:
     if metric in below_metrics:
         if below is None or threshold is not None:
-            unit = " (a duration such as '2h')" if metric in _TIME_METRICS else ""
+            unit = " (a duration such as '2h')" if CATALOG[metric].unit == "seconds" else ""
             raise ValueError(f"metric {metric} breaches when it falls: give `below`{unit}, not `threshold`")
     elif threshold is None or below is not None:
         raise ValueError(f"metric {metric} breaches when it rises: give `threshold`, not `below`")

@@ -14,14 +14,14 @@ from collections.abc import Sequence
 from itertools import pairwise
 
 from monitor.records import Evaluation
-from monitor.rules.config import RUN_TOTALS, RunRule, WalletRule
+from monitor.rules.catalog import CATALOG
+from monitor.rules.config import RunRule, WalletRule
 from monitor.snapshots import RunSnapshot, WalletSnapshot
 
 _HOUR = 3600.0
 # Thresholds are products like 0.8 * 50; a value "at" a threshold must count as reaching it even when the
 # product carries float noise (0.1 * 3 = 0.30000000000000004). One part in 1e9 of a dollar cap is nothing.
 _REL_TOLERANCE = 1e-9
-_TOTALS = frozenset(RUN_TOTALS)
 
 
 def _finite(value: float | None) -> bool:
@@ -72,7 +72,9 @@ def _window_points(
         return None
     start = now - window
     readings = sorted((s for s in history if start <= s.taken_at <= now), key=lambda s: s.taken_at)
-    return [(s.taken_at, s.metric(metric)) for s in readings]
+    read = CATALOG[metric].read
+    assert read is not None, f"{metric} is not a total of a reading"
+    return [(s.taken_at, read(s)) for s in readings]
 
 
 def _metric_rate_per_hour(history: Sequence[RunSnapshot], metric: str, *, now: float, window: float) -> float | None:
@@ -254,8 +256,9 @@ def evaluate_run(
     value: float | None
     time_to_limit: float | None = None
     metric = rule.metric
-    if metric in _TOTALS:
-        value = snapshot.metric(metric)
+    spec = CATALOG[metric]
+    if spec.read is not None:
+        value = spec.read(snapshot)
         # A cumulative total below zero is bad data: unknown, so it cannot resolve an open alert either.
         value = value if value >= 0 else math.nan
         rate = (
