@@ -5,7 +5,9 @@ and action-log records. Plain data shared by rules, alerts, the store, notifiers
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Any, Literal
+from typing import Literal
+
+from monitor.enforce.evidence import Evidence
 
 Scope = Literal["run", "wallet"]
 
@@ -134,7 +136,7 @@ class ActionRecord:
     created_at: float
     config_hash: str
     dry_run: bool
-    evidence: list[dict[str, Any]] = field(default_factory=list)
+    evidence: Evidence = field(default_factory=Evidence)
     # A result points at the intent it completes, so a restart can find intents without results.
     intent_id: int | None = None
     id: int | None = None

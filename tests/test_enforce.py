@@ -58,11 +58,12 @@ async def live(bench_factory: Any) -> AsyncIterator[Bench]:
 async def test_a_run_over_its_cap_is_deleted_once_after_confirmation_and_grace(live: Bench) -> None:
     await live.run_until(lambda: live.decisions(RUN) == ["delete_pending"])
     pending = live.actions(RUN)[0]
-    readings = [e for e in pending.evidence if e["source"] == "poll"]
+    readings = [e for e in pending.evidence.readings if e.source == "poll"]
     # Two consecutive fresh readings over the cap, each a distinct reading.
-    assert len(readings) == 2 and all(r["value"] >= CAP_USD for r in readings)
-    assert readings[0]["taken_at"] < readings[1]["taken_at"]
-    deadline = next(e["deadline"] for e in pending.evidence if e["source"] == "schedule")
+    assert len(readings) == 2 and all((r.value or 0) >= CAP_USD for r in readings)
+    assert readings[0].taken_at < readings[1].taken_at
+    assert pending.evidence.schedule is not None
+    deadline = pending.evidence.schedule.deadline
     assert deadline == pytest.approx(pending.created_at + GRACE_SECONDS)
     assert live.deletes_sent(RUN) == 0, "nothing is deleted during the grace period"
     assert RUN in live.enforcer.pending_runs()
@@ -82,7 +83,7 @@ async def test_a_run_over_its_cap_is_deleted_once_after_confirmation_and_grace(l
     pending_rec, intent, result = live.actions(RUN)
     assert intent.intent_id == pending_rec.id and result.intent_id == intent.id
     assert not result.dry_run and result.config_hash == live.settings.config_hash()
-    assert any(e["source"] == "reread" and e["value"] >= CAP_USD for e in intent.evidence)
+    assert any(e.source == "reread" and (e.value or 0) >= CAP_USD for e in intent.evidence.readings)
     assert live.kinds(RUN) == ["delete_pending", "delete_done"]
     assert live.runtime.deletions == {("run-cap", "deleted"): 1}
     assert RUN not in live.enforcer.pending_runs()
@@ -168,7 +169,7 @@ async def test_a_stale_reading_blocks_the_delete(bench_factory: Any) -> None:
         await live.step(poll=False)
     assert live.deletes_sent(RUN) == 0
     pending = live.enforcer.pending_deletes()
-    assert len(pending) == 1 and "old" in (pending[0]["waiting"] or "")
+    assert len(pending) == 1 and "old" in (pending[0].waiting or "")
     await live.step()
     assert live.deletes_sent(RUN) == 0, "one fresh reading after a gap is not two consecutive ones"
     await live.step()

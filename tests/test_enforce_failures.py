@@ -90,7 +90,7 @@ async def test_5xx_on_delete_is_retried_with_backoff(make: Any, sim: SimulatorHa
     intent = bench.actions(RUN)[1]
     retries = bench.actions(RUN)[2:4]
     # A retry leaves the intent open (no intent_id) and names it in its evidence.
-    assert all(r.intent_id is None and r.evidence[-1]["intent_id"] == intent.id for r in retries)
+    assert all(r.intent_id is None and r.evidence.attempts[-1].intent_id == intent.id for r in retries)
     assert bench.actions(RUN)[-1].intent_id == intent.id
     assert bench.kinds(RUN) == ["delete_pending", "delete_done"]
     assert bench.runtime.deletions == {("run-cap", "deleted"): 1}
@@ -194,7 +194,7 @@ async def test_a_crash_after_the_delete_landed_sends_one_result(make: Any, sim: 
 async def test_a_pending_announcement_survives_a_restart_without_a_second_one(make: Any, sim: SimulatorHandle) -> None:
     first: Bench = make(grace_period=60)
     await first.run_until(lambda: first.decisions(RUN) == ["delete_pending"])
-    deadline = first.enforcer.pending_deletes()[0]["deadline"]
+    deadline = first.enforcer.pending_deletes()[0].deadline
     second = await first.restart()
     assert second.kinds(RUN) == ["delete_pending"]
     assert second.enforcer.pending_runs() == {RUN}
@@ -220,7 +220,7 @@ async def test_after_a_long_outage_the_resumed_countdown_needs_fresh_readings(ma
 
 async def test_a_countdown_recorded_but_never_announced_is_announced_once(make: Any, sim: SimulatorHandle) -> None:
     first: Bench = make()
-    first.enforcer.dispatcher = None  # the crash came between the record and the publish
+    first.enforcer.journal.dispatcher = None  # the crash came between the record and the publish
     await first.run_until(lambda: first.decisions(RUN) == ["delete_pending"])
     assert first.sent == []
     second = await first.restart()

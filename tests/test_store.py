@@ -10,6 +10,7 @@ from pathlib import Path
 
 import pytest
 
+from monitor.enforce.evidence import Evidence, Reading
 from monitor.records import ActionRecord, AlertState, Notification, Protection
 from monitor.snapshots import BillingRow, RunSnapshot, WalletSnapshot
 from monitor.store.schema import MIGRATIONS, Migration, migrate, read_version
@@ -100,7 +101,20 @@ def action(
         created_at=created_at,
         config_hash="abc123",
         dry_run=False,
-        evidence=[{"taken_at": T0, "total_cost_usd": 0.1 + 0.2, "tokens": 2**60, "status": "RUNNING"}],
+        evidence=Evidence.of(
+            [
+                Reading(
+                    source="poll",
+                    taken_at=T0,
+                    total_cost_usd=0.1 + 0.2,
+                    metric="total_tokens",
+                    value=float(2**60),
+                    limit=50.0,
+                    record_count=2**60,
+                    status="RUNNING",
+                )
+            ]
+        ),
         intent_id=intent_id,
     )
 
@@ -402,8 +416,8 @@ def test_actions_round_trip_newest_first_with_ids(store: StateStore) -> None:
         (first, "delete_pending"),
     ]
     assert records[0] == replace(action("deleted", created_at=T0 + 121, intent_id=second), id=third)
-    assert records[0].evidence[0]["total_cost_usd"] == 0.1 + 0.2
-    assert records[0].evidence[0]["tokens"] == 2**60
+    assert records[0].evidence.readings[0].total_cost_usd == 0.1 + 0.2
+    assert records[0].evidence.readings[0].record_count == 2**60
     assert [r.decision for r in store.actions(limit=2)] == ["would_delete", "deleted"]
     assert [r.decision for r in store.actions(since=T0 + 121)] == ["would_delete", "deleted"]
 

@@ -12,11 +12,9 @@ from datetime import UTC, datetime
 from typing import Any
 
 from monitor.alerts.words import format_metric_value, safe_text
-from monitor.config.durations import format_duration
 from monitor.records import ActionRecord
 
 _REASON_WIDTH = 90
-_READING_SOURCES = ("poll", "reread")
 
 
 def _iso(epoch: float | None) -> str | None:
@@ -29,29 +27,18 @@ def _short_time(epoch: float) -> str:
     return datetime.fromtimestamp(epoch, UTC).strftime("%Y-%m-%d %H:%M:%S")
 
 
-def _last_reading(record: ActionRecord) -> dict[str, Any] | None:
-    readings = [entry for entry in record.evidence if entry.get("source") in _READING_SOURCES]
-    return readings[-1] if readings else None
-
-
-def _schedule(record: ActionRecord) -> dict[str, Any] | None:
-    return next((entry for entry in record.evidence if entry.get("source") == "schedule"), None)
-
-
 def value_and_limit(record: ActionRecord) -> str:
     """'$52.10 / $50.00' from the newest reading in the evidence, '' when there is none."""
-    reading = _last_reading(record)
+    reading = record.evidence.last_reading
     if reading is None:
         return ""
-    metric = str(reading.get("metric", "total_cost_usd"))
-    value, limit = reading.get("value"), reading.get("limit")
-    shown = format_metric_value(metric, None if value is None else float(value))
-    cap = format_metric_value(metric, None if limit is None else float(limit))
+    shown = format_metric_value(reading.metric, reading.value)
+    cap = format_metric_value(reading.metric, reading.limit)
     return f"{shown} / {cap}".replace(" tokens", "")
 
 
 def action_as_json(record: ActionRecord) -> dict[str, Any]:
-    schedule = _schedule(record)
+    schedule = record.evidence.schedule
     return {
         "id": record.id,
         "created_at": record.created_at,
@@ -63,8 +50,8 @@ def action_as_json(record: ActionRecord) -> dict[str, Any]:
         "reason": record.reason,
         "intent_id": record.intent_id,
         "config_hash": record.config_hash,
-        "deadline": _iso(schedule["deadline"]) if schedule and schedule.get("deadline") is not None else None,
-        "evidence": record.evidence,
+        "deadline": _iso(schedule.deadline) if schedule is not None else None,
+        "evidence": record.evidence.to_json(),
     }
 
 
@@ -104,28 +91,3 @@ def render_actions(records: Sequence[ActionRecord], *, title: str = "Enforcement
             )
         )
     return f"{title}\n{_table(header, rows)}"
-
-
-def describe_evidence(entry: dict[str, Any]) -> str:
-    """One evidence entry as a line: a reading, the countdown, or a failed DELETE attempt."""
-    source = entry.get("source")
-    if source in _READING_SOURCES:
-        metric = str(entry.get("metric", "total_cost_usd"))
-        value, limit = entry.get("value"), entry.get("limit")
-        label = "re-read" if source == "reread" else "reading"
-        return (
-            f"{label} {_short_time(float(entry['taken_at']))} UTC: {metric} "
-            f"{format_metric_value(metric, None if value is None else float(value))} "
-            f"(limit {format_metric_value(metric, None if limit is None else float(limit))}), "
-            f"total ${float(entry.get('total_cost_usd', 0.0)):,.2f}, "
-            f"{entry.get('record_count', '?')} usage records, status {safe_text(entry.get('status') or '?', limit=20)}"
-        )
-    if source == "schedule":
-        grace = format_duration(float(entry.get("grace_period", 0.0)))
-        return f"countdown: deadline {_short_time(float(entry['deadline']))} UTC (grace {grace})"
-    if source == "attempt":
-        return (
-            f"DELETE attempt {entry.get('attempt')} of {entry.get('of')} for intent #{entry.get('intent_id')} failed: "
-            f"{safe_text(entry.get('error', ''), limit=200)}; retry at {_short_time(float(entry['retry_at']))} UTC"
-        )
-    return safe_text(entry, limit=200)

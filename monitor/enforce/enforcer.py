@@ -11,59 +11,123 @@ The sequence for one (run, rule) episode:
 
 Write order makes a crash harmless: a record is written before the message it justifies (an
 announcement re-derived after a restart has the same dedup key, so the outbox drops it), and a
-result message is published before its record (a crash in between leaves the intent open, the
-restart calls the idempotent DELETE again and the repeated message is dropped).
+result message is published before its record (a crash in between leaves the intent open; the
+restart re-reads the run, sends no second DELETE to a run that stopped, and the repeated message is
+dropped). The DELETE call and its answers: monitor.enforce.delete_call.
 """
 
 from __future__ import annotations
 
-from typing import Any
+import asyncio
 
 import structlog
 
+from monitor.api.client import PrimeClient
 from monitor.api.errors import (
-    ApiError,
-    InvalidResponseError,
-    NotFoundError,
     RateLimitedError,
     ServerError,
-    UnauthorizedError,
     UnreachableError,
 )
-from monitor.enforce.base import EnforcerBase, NotificationPublisher
-from monitor.enforce.messages import cap_notice, result_notice, stopped_notice, utc
+from monitor.clock import Clock
+from monitor.config.settings import Settings
+from monitor.enforce.delete_call import DeleteCall, Unauthorized
+from monitor.enforce.evidence import Evidence, Reading, Schedule
+from monitor.enforce.journal import Journal, NotificationPublisher
+from monitor.enforce.messages import cap_notice, stopped_notice, utc
+from monitor.enforce.restart import resume_intent, resume_pending
 from monitor.enforce.safety import (
-    GONE_DECISIONS,
     HOUR,
-    MAX_DELETE_ATTEMPTS,
-    RECENT_ACTIONS,
     cap_window,
+    deletes_in_last_hour,
+    episode_blocked,
     freshness_problem,
-    retry_delay,
+    not_deletable,
+    protection_reason,
 )
-from monitor.enforce.state import PendingDelete, Schedule, Track, attempt_evidence, reading_evidence
-from monitor.records import ActionDecision, Evaluation, Notification
+from monitor.enforce.state import PendingDelete, Track
+from monitor.exporter.live import RuntimeState
+from monitor.readings.fetch import RunReader
+from monitor.records import Evaluation
+from monitor.rules.catalog import is_measured, spec_of
+from monitor.rules.config import RunRule
 from monitor.snapshots import RunSnapshot
+from monitor.store.state_store import StateStore
 
-__all__ = ["OUTCOMES", "Enforcer", "NotificationPublisher"]
+__all__ = ["Enforcer", "NotificationPublisher"]
 
 log = structlog.get_logger(__name__)
 
-# The metric outcome of each concluding decision (runtime.deletions[(rule, outcome)]).
-OUTCOMES: dict[str, str] = {
-    "deleted": "deleted",
-    "reconciled": "deleted",
-    "would_delete": "dry_run",
-    "refused": "refused",
-    "failed": "failed",
-    "already_gone": "already_gone",
-    "cancelled": "cancelled",
-}
 _RETRYABLE = (ServerError, UnreachableError, RateLimitedError)
 
 
-class Enforcer(EnforcerBase):
+class Enforcer:
     """See the module doc: observe readings, tick countdowns, reconcile at start; one executor."""
+
+    def __init__(
+        self,
+        *,
+        settings: Settings,
+        client: PrimeClient,
+        store: StateStore,
+        runtime: RuntimeState,
+        dispatcher: NotificationPublisher | None,
+        clock: Clock,
+        reader: RunReader,
+    ) -> None:
+        self._settings = settings
+        self.client = client
+        self.store = store
+        self.runtime = runtime
+        self.clock = clock
+        self._reader = reader
+        self.journal = Journal(
+            store=store,
+            runtime=runtime,
+            dispatcher=dispatcher,
+            clock=clock,
+            config_hash=settings.config_hash(),
+            dashboard_url=lambda run_id: self._settings.api.dashboard_url.format(run_id=run_id),
+        )
+        self._conclude = self.journal.conclude
+        self._delete_call = DeleteCall(journal=self.journal, clock=clock)
+        self._tracks: dict[tuple[str, str], Track] = {}
+        # Set by a 401: no delete until the config is reloaded or the daemon restarted.
+        self._stopped: str | None = None
+        # (run, rule) whose DELETE kept failing: no new episode until a reload.
+        self._gave_up: set[tuple[str, str]] = set()
+        # One decision at a time: two passes must never both pass the cap or both delete.
+        self._lock = asyncio.Lock()
+
+    @property
+    def settings(self) -> Settings:
+        return self._settings
+
+    @settings.setter
+    def settings(self, value: Settings) -> None:
+        """A config reload: the new settings apply to the next decision, and a 401 stop is lifted."""
+        self._settings = value
+        self.journal.config_hash = value.config_hash()
+        if self._stopped is not None:
+            log.warning("enforcement_resumed", reason="config reloaded", stopped_because=self._stopped)
+        self._stopped = None
+        self._gave_up.clear()
+
+    @property
+    def stopped(self) -> str | None:
+        """Why enforcement is stopped (a 401 during a delete), or None."""
+        return self._stopped
+
+    def pending_runs(self) -> set[str]:
+        """Runs with a delete pending or being confirmed: the poller reads them at the fastest interval."""
+        return {track.run_id for track in self._tracks.values() if track.pending is not None or track.confirmations}
+
+    def pending_deletes(self) -> list[PendingDelete]:
+        """The episodes in progress, for status views, metrics and the demo."""
+        return [track.pending for track in self._tracks.values() if track.pending is not None]
+
+    def pending_by_run(self) -> list[tuple[str, str, PendingDelete]]:
+        """(run, rule, episode) of each countdown in progress."""
+        return [(t.run_id, t.rule, t.pending) for t in self._tracks.values() if t.pending is not None]
 
     async def observe(self, evaluation: Evaluation, snapshot: RunSnapshot, *, corrected: bool = False) -> None:
         """A good reading evaluated against a delete rule: count it, start or cancel a countdown.
@@ -94,94 +158,91 @@ class Enforcer(EnforcerBase):
         async with self._lock:
             now = self.clock.now()
             for record in self.store.open_actions("delete_pending"):
-                self._resume_pending(record, now=now)
+                track = self._track(record.run_id, record.rule)
+                fresh = resume_pending(
+                    track,
+                    record,
+                    now=now,
+                    now_mono=self.clock.monotonic(),
+                    stale_after=self._stale_after(),
+                    confirm_polls=self._settings.enforce.confirm_polls,
+                )
+                # The outbox drops this unless the crash came between the record and the first publish.
+                announced_now = self.journal.publish(self.journal.pending_notice(track, now=record.created_at))
+                log.warning(
+                    "enforce_pending_resumed",
+                    run_id=record.run_id,
+                    rule=record.rule,
+                    episode=record.id,
+                    evidence_fresh=fresh,
+                    announced_now=announced_now,
+                )
             for record in self.store.open_actions("delete_intent"):
-                track = self._resume_intent(record, now=now)
+                track = self._track(record.run_id, record.rule)
+                resume_intent(track, record, store=self.store, now=now, now_mono=self.clock.monotonic())
+                log.warning("enforce_reconciling_intent", run_id=record.run_id, rule=record.rule, intent_id=record.id)
                 await self._execute(track, due=True)
 
     # -- counting readings -------------------------------------------------------------------------
 
     async def _observe(self, evaluation: Evaluation, snapshot: RunSnapshot, *, corrected: bool) -> None:
         track = self._track(snapshot.run_id, evaluation.rule)
-        if self._seen_before(track, snapshot):
-            log.debug(
-                "enforce_reading_already_counted", run_id=track.run_id, rule=track.rule, taken_at=snapshot.taken_at
-            )
-            return
-        went_back = track.last_record_count is not None and snapshot.record_count < track.last_record_count
-        previous_mono = track.last_confirmed_mono
-        track.last_taken_at = snapshot.taken_at
-        track.last_taken_mono = snapshot.taken_mono
-        track.last_record_count = snapshot.record_count
-        track.run_name = snapshot.run_name or track.run_name
-        reading = reading_evidence(snapshot, metric=evaluation.metric, value=evaluation.value, limit=evaluation.limit)
+        reading = Reading.of(snapshot, metric=evaluation.metric, value=evaluation.value, limit=evaluation.limit)
+        keep = self._settings.enforce.confirm_polls
+        counted = track.count(
+            snapshot, reading, breached=evaluation.breached, stale_after=self._stale_after(), keep=keep
+        )
         pending = track.pending
-        if evaluation.value is None:
-            # Unknown is neither a breach nor a recovery: it only breaks the run of confirmations.
-            track.confirmations.clear()
+        if counted == "seen":
+            log.debug("enforce_reading_already_counted", run_id=track.run_id, rule=track.rule)
             return
-        if snapshot.terminal or not evaluation.breached:
-            track.confirmations.clear()
-            if pending is not None and pending.intent_id is None:
-                if snapshot.terminal:
-                    reason = f"the run is {snapshot.status}: it finished or was stopped outside the monitor"
-                elif corrected:
-                    reason = "a billing correction brought the run back under the limit"
-                else:
-                    reason = "the run is back under the limit"
-                await self._conclude(track, "cancelled", reason=reason, extra=[reading])
+        if counted == "under" and pending is not None and pending.intent_id is None:
+            if snapshot.terminal:
+                reason = f"the run is {snapshot.status}: it finished or was stopped outside the monitor"
+            elif corrected:
+                reason = "a billing correction brought the run back under the limit"
+            else:
+                reason = "the run is back under the limit"
+            await self._conclude(track, "cancelled", reason=reason, extra=[reading])
+        if counted == "reset":
+            log.info("enforce_confirmations_reset", run_id=track.run_id, rule=track.rule)
+        if counted in ("seen", "unknown", "under") or not track.confirmations:
             return
-        stale_after = self._stale_after()
-        if track.confirmations and snapshot.taken_mono is not None and previous_mono is not None:
-            gap = snapshot.taken_mono - previous_mono
-        elif track.confirmations:
-            gap = snapshot.taken_at - float(track.confirmations[-1]["taken_at"])
-        else:
-            gap = 0.0
-        if went_back or gap > stale_after:
-            # Not consecutive (a gap in the readings) or not the same series (the usage record count fell).
-            log.info("enforce_confirmations_reset", run_id=track.run_id, rule=track.rule, record_count_fell=went_back)
-            track.confirmations.clear()
-            if went_back:
-                return
-        track.confirmations.append(reading)
-        track.last_confirmed_mono = snapshot.taken_mono
-        del track.confirmations[: -self._settings.enforce.confirm_polls]
-        enough = len(track.confirmations) >= self._settings.enforce.confirm_polls
-        if pending is None and not (enough and self._start_episode(track)):
+        if pending is None and not (len(track.confirmations) >= keep and self._start_episode(track)):
             return
         assert track.pending is not None
         if track.pending.deadline_mono <= self.clock.monotonic():
             await self._execute(track, due=True)
 
-    @staticmethod
-    def _seen_before(track: Track, snapshot: RunSnapshot) -> bool:
-        """The same reading handed over again (or an older one): it counts once."""
-        if track.last_taken_mono is not None and snapshot.taken_mono is not None:
-            return snapshot.taken_mono <= track.last_taken_mono
-        return track.last_taken_at is not None and snapshot.taken_at <= track.last_taken_at
-
     def _start_episode(self, track: Track) -> bool:
         now = self.clock.now()
-        blocked = self._episode_blocked(track, now=now)
+        enforce = self._settings.enforce
+        blocked = episode_blocked(
+            self.store,
+            track,
+            stopped=self._stopped,
+            gave_up=(track.run_id, track.rule) in self._gave_up,
+            protection=self._protection(track.run_id, track.run_name, now=now),
+            dry_run_on_same_config=(enforce.dry_run and self.journal.config_hash) or None,
+            cap_full=self._cap_count(now) >= enforce.max_deletes_per_hour,
+        )
         if blocked is not None:
             if track.skipped != blocked:
                 log.info("enforce_delete_not_started", run_id=track.run_id, rule=track.rule, reason=blocked)
                 track.skipped = blocked
             return False
         track.skipped = None
-        enforce = self._settings.enforce
         readings = list(track.confirmations)
         schedule = Schedule(
             deadline=now + enforce.grace_period, grace_period=enforce.grace_period, run_name=track.run_name
         )
         verb = "would delete (dry run)" if enforce.dry_run else "delete"
-        episode = self._record(
+        episode = self.journal.record(
             track,
             "delete_pending",
             reason=f"over the limit on {len(readings)} consecutive fresh readings: {verb} at {utc(schedule.deadline)}"
             " unless it is back under the limit, finished or protected",
-            evidence=[*readings, schedule.to_evidence()],
+            evidence=Evidence.of(readings, schedule=schedule),
             intent_id=None,
             dry_run=enforce.dry_run,
         )
@@ -201,30 +262,8 @@ class Enforcer(EnforcerBase):
                 f"The hourly delete cap is reached right now ({count} of {enforce.max_deletes_per_hour}):"
                 " unless it frees up by the deadline, this delete will be refused."
             )
-        self._publish(self._pending_notice(track.pending, track, now=now, note=note))
+        self.journal.publish(self.journal.pending_notice(track, now=now, note=note))
         return True
-
-    def _episode_blocked(self, track: Track, *, now: float) -> str | None:
-        """Why no new countdown starts for this run and rule, or None."""
-        if self._stopped is not None:
-            return f"enforcement is stopped: {self._stopped}"
-        if (track.run_id, track.rule) in self._gave_up:
-            return "gave up after repeated DELETE failures; reload the config to try again"
-        protected = self._protection(track.run_id, track.run_name, now=now)
-        if protected is not None:
-            return f"the run is protected: {protected}"
-        recent = self.store.actions(run_id=track.run_id, limit=RECENT_ACTIONS)
-        gone = next((record for record in recent if record.decision in GONE_DECISIONS), None)
-        if gone is not None:
-            return f"the run is already deleted or gone (action {gone.id}: {gone.decision})"
-        last = next((record for record in recent if record.rule == track.rule), None)
-        if last is None:
-            return None
-        if last.decision == "would_delete" and self._settings.enforce.dry_run and last.config_hash == self._config_hash:
-            return f"the dry run already recorded that it would delete this run (action {last.id})"
-        if last.decision == "refused" and self._cap_count(now) >= self._settings.enforce.max_deletes_per_hour:
-            return f"the hourly delete cap is still reached (refused in action {last.id})"
-        return None
 
     # -- the executor ------------------------------------------------------------------------------
 
@@ -276,125 +315,54 @@ class Enforcer(EnforcerBase):
             if count >= enforce.max_deletes_per_hour:
                 await self._refuse(track, count=count, now=now)
                 return
-        reread = await self._reread(track.run_id)
-        extra = [] if reread.snapshot is None else [self._reread_evidence(rule, reread.snapshot)]
-        if reread.outcome == "unauthorized":
-            await self._stop(track, reason=reread.error)
+        outcome, snapshot, error = await self._reread(track.run_id)
+        extra = [] if snapshot is None else [self._reread_evidence(rule, snapshot)]
+        if outcome == "unauthorized":
+            await self._stop(track, reason=error)
             return
-        if reread.outcome == "gone":
+        if outcome == "gone":
             await self._conclude(track, "already_gone", reason="the usage endpoint answers 404: the run is gone")
             return
-        if not deciding and reread.snapshot is not None and reread.snapshot.terminal:
+        if not deciding and snapshot is not None and snapshot.terminal:
             # A DELETE may already have landed (sent before a restart, or an attempt whose answer was
             # lost): a run that is no longer running gets no second DELETE.
-            await self._landed_before(track, reread.snapshot, extra=extra)
+            await self._delete_call.landed_before(track, snapshot, extra=extra)
             return
         if deciding:
-            if reread.snapshot is None:
+            if snapshot is None:
                 # A failed or implausible re-read is bad data: start confirming again (still no second announcement).
                 track.confirmations.clear()
-                self._wait(track, f"the re-read before the delete failed ({reread.error}); waiting for fresh readings")
+                self._wait(track, f"the re-read before the delete failed ({error}); waiting for fresh readings")
                 return
-            cancel = self._not_deletable(rule, reread.snapshot, now=now)
+            cancel = not_deletable(
+                rule,
+                snapshot,
+                now=now,
+                burn_window=self._settings.poll.burn_window,
+                protection=self._protection(snapshot.run_id, snapshot.run_name, now=now),
+            )
             if cancel is not None:
                 await self._conclude(track, "cancelled", reason=cancel, extra=extra)
                 return
             if pending.dry_run:
                 await self._conclude(track, "would_delete", reason="enforce.dry_run is on: no DELETE sent", extra=extra)
                 return
-            pending.intent_id = self._record(
+            pending.intent_id = self.journal.record(
                 track,
                 "delete_intent",
                 reason="all checks passed: calling DELETE",
-                evidence=[*track.confirmations, *extra, pending.schedule().to_evidence()],
+                evidence=Evidence.of([*track.confirmations, *extra], schedule=pending.schedule()),
                 intent_id=pending.episode,
                 dry_run=False,
             )
-        await self._delete(
-            track, extra=extra, run_gone_on_reread=reread.snapshot is not None and reread.snapshot.terminal
-        )
+        await self._delete(track, extra=extra, run_gone_on_reread=snapshot is not None and snapshot.terminal)
 
-    async def _delete(self, track: Track, *, extra: list[dict[str, Any]], run_gone_on_reread: bool) -> None:
-        pending = track.pending
-        assert pending is not None and pending.intent_id is not None
-        pending.attempt += 1
-        try:
-            response = await self.client.delete_run(track.run_id)
-        except NotFoundError:
-            await self._conclude(
-                track, "already_gone", reason="DELETE answered 404: the run was already gone", extra=extra
-            )
-        except UnauthorizedError as exc:
-            await self._stop(track, reason=str(exc), extra=extra)
-        except InvalidResponseError as exc:
-            # A 2xx whose body does not match the spec: the API accepted the delete.
-            await self._deleted(track, extra=extra, note=f" (the answer did not match the spec: {exc})")
-        except _RETRYABLE as exc:
-            await self._delete_failed(track, error=str(exc), retryable=True, extra=extra)
-        except ApiError as exc:
-            await self._delete_failed(track, error=str(exc), retryable=False, extra=extra)
-        else:
-            if response.deleted:
-                await self._deleted(track, extra=extra, note="")
-            elif run_gone_on_reread:
-                reason = "DELETE answered deleted: false and the run had already stopped"
-                await self._conclude(track, "already_gone", reason=reason, extra=extra)
-            else:
-                await self._delete_failed(track, error="DELETE answered deleted: false", retryable=True, extra=extra)
-
-    async def _landed_before(self, track: Track, snapshot: RunSnapshot, *, extra: list[dict[str, Any]]) -> None:
-        pending = track.pending
-        assert pending is not None
-        when = "before the restart" if pending.restarted else "by an earlier attempt whose answer was lost"
-        if snapshot.status == "STOPPED":
-            reason = (
-                f"the re-read shows the run STOPPED: the DELETE sent {when} took effect (or someone stopped it);"
-                " no second DELETE"
-            )
-            await self._conclude(track, "reconciled" if pending.restarted else "deleted", reason=reason, extra=extra)
-        else:
-            reason = f"the re-read shows the run {snapshot.status}: it ended on its own; no DELETE sent again"
-            await self._conclude(track, "already_gone", reason=reason, extra=extra)
-
-    async def _deleted(self, track: Track, *, extra: list[dict[str, Any]], note: str) -> None:
-        assert track.pending is not None
-        if track.pending.restarted:
-            reason = f"DELETE accepted, completing an intent found open after a restart{note}"
-            await self._conclude(track, "reconciled", reason=reason, extra=extra)
-        else:
-            await self._conclude(track, "deleted", reason=f"DELETE accepted{note}", extra=extra)
-
-    async def _delete_failed(self, track: Track, *, error: str, retryable: bool, extra: list[dict[str, Any]]) -> None:
-        pending = track.pending
-        assert pending is not None and pending.intent_id is not None
-        if retryable and pending.attempt < MAX_DELETE_ATTEMPTS:
-            delay = retry_delay(pending.attempt)
-            retry_at = self.clock.now() + delay
-            # Recorded without intent_id: the intent stays open, so a restart retries it too.
-            self._record(
-                track,
-                "failed",
-                reason=f"DELETE attempt {pending.attempt} of {MAX_DELETE_ATTEMPTS} failed ({error}); retrying at"
-                f" {utc(retry_at)}",
-                evidence=[
-                    *extra,
-                    attempt_evidence(
-                        intent_id=pending.intent_id,
-                        attempt=pending.attempt,
-                        of=MAX_DELETE_ATTEMPTS,
-                        retry_at=retry_at,
-                        error=error,
-                    ),
-                ],
-                intent_id=None,
-                dry_run=False,
-            )
-            pending.deadline = retry_at
-            pending.deadline_mono = self.clock.monotonic() + delay
-            return
-        self._gave_up.add((track.run_id, track.rule))
-        tries = f"after {pending.attempt} attempts" if retryable else "and cannot be retried"
-        await self._conclude(track, "failed", reason=f"DELETE failed {tries}: {error}", extra=extra)
+    async def _delete(self, track: Track, *, extra: list[Reading], run_gone_on_reread: bool) -> None:
+        outcome = await self._delete_call.send(self.client, track, extra=extra, run_gone_on_reread=run_gone_on_reread)
+        if isinstance(outcome, Unauthorized):
+            await self._stop(track, reason=outcome.error, extra=extra)
+        elif outcome == "gave_up":
+            self._gave_up.add((track.run_id, track.rule))
 
     async def _refuse(self, track: Track, *, count: int, now: float) -> None:
         assert track.pending is not None
@@ -402,7 +370,7 @@ class Enforcer(EnforcerBase):
         window, oldest = cap_window(self.store, dry_run=enforce.dry_run, now=now)
         would = "would-be deletes (dry run)" if enforce.dry_run else "deletes"
         reason = f"{count} {would} in the last hour reach enforce.max_deletes_per_hour ({enforce.max_deletes_per_hour})"
-        ctx = self._context(track, track.pending)
+        ctx = self.journal.context(track, track.pending)
         notice = cap_notice(
             window_key=window,
             count=count,
@@ -413,42 +381,56 @@ class Enforcer(EnforcerBase):
             now=now,
         )
         await self._conclude(track, "refused", reason=reason)
-        if self._publish(notice):
+        if self.journal.publish(notice):
             log.error("enforce_cap_reached", count=count, cap=enforce.max_deletes_per_hour, window=window)
 
-    async def _stop(self, track: Track, *, reason: str, extra: list[dict[str, Any]] | None = None) -> None:
+    async def _stop(self, track: Track, *, reason: str, extra: list[Reading] | None = None) -> None:
         assert track.pending is not None
         self._stopped = reason
         log.critical("enforcement_stopped", run_id=track.run_id, rule=track.rule, error=reason)
-        notice = stopped_notice(self._context(track, track.pending), reason=reason, now=self.clock.now())
+        notice = stopped_notice(self.journal.context(track, track.pending), reason=reason, now=self.clock.now())
         why = f"the API refused the key ({reason}); enforcement stopped until a config reload or restart"
         await self._conclude(track, "failed", reason=why, extra=extra or [], notice=notice)
 
-    async def _conclude(
-        self,
-        track: Track,
-        decision: ActionDecision,
-        *,
-        reason: str,
-        extra: list[dict[str, Any]] | None = None,
-        notice: Notification | None = None,
-    ) -> None:
-        """End the episode: announce the result (before recording it, see the module doc), record it,
-        count its outcome. The record points at the open intent, or at the pending it closes."""
-        pending = track.pending
-        assert pending is not None
-        now = self.clock.now()
-        readings = [*(track.confirmations or pending.announced), *(extra or [])]
-        ctx = self._context(track, pending)
-        self._publish(notice or result_notice(ctx, decision=decision, reason=reason, readings=readings, now=now))
-        self._record(
-            track,
-            decision,
-            reason=reason,
-            evidence=[*readings, pending.schedule().to_evidence()],
-            intent_id=pending.intent_id if pending.intent_id is not None else pending.episode,
-            dry_run=pending.dry_run,
+    # -- helpers -----------------------------------------------------------------------------------
+
+    def _track(self, run_id: str, rule: str) -> Track:
+        return self._tracks.setdefault((run_id, rule), Track(run_id=run_id, rule=rule))
+
+    def _delete_rule(self, name: str) -> RunRule | None:
+        """The rule if it may delete: `action: delete` on a figure the API reports (config validation
+        refuses the rest; checked again here, where the DELETE is decided)."""
+        return next(
+            (r for r in self._settings.run_rules if r.name == name and r.action == "delete" and is_measured(r.metric)),
+            None,
         )
-        self.runtime.deletions[(track.rule, OUTCOMES[decision])] += 1
-        track.pending = None
-        track.confirmations.clear()
+
+    def _stale_after(self) -> float:
+        return 2.0 * self._settings.poll.interval
+
+    def _cap_count(self, now: float) -> int:
+        return deletes_in_last_hour(self.store, dry_run=self._settings.enforce.dry_run, now=now)
+
+    def _protection(self, run_id: str, run_name: str | None, *, now: float) -> str | None:
+        patterns = self._settings.enforce.protect
+        return protection_reason(self.store, patterns=patterns, run_id=run_id, run_name=run_name, now=now)
+
+    async def _reread(self, run_id: str) -> tuple[str, RunSnapshot | None, str]:
+        """(outcome, snapshot, error): outcome is ok, gone (404), unauthorized (401) or failed."""
+        read = await self._reader(run_id)
+        if read.kind in ("unauthorized", "not_found"):
+            return ("unauthorized" if read.kind == "unauthorized" else "gone"), None, read.error
+        if not read.ok:
+            return "failed", None, f"{read.kind}: {read.error}"
+        return "ok", read.snapshot, ""
+
+    def _reread_evidence(self, rule: RunRule, snapshot: RunSnapshot) -> Reading:
+        read = spec_of(rule.metric).read
+        value = read(snapshot) if read is not None else None
+        return Reading.of(snapshot, metric=rule.metric, value=value, limit=rule.limit, source="reread")
+
+    def _wait(self, track: Track, reason: str) -> None:
+        assert track.pending is not None
+        if track.pending.waiting != reason:
+            log.info("enforce_delete_waiting", run_id=track.run_id, rule=track.rule, reason=reason)
+            track.pending.waiting = reason

@@ -13,10 +13,10 @@ from __future__ import annotations
 from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
-from typing import Any
 
 from monitor.alerts.words import format_metric_value, safe_text
 from monitor.config.durations import format_duration
+from monitor.enforce.evidence import Reading
 from monitor.records import Notification, NotificationKind
 
 
@@ -58,41 +58,33 @@ class DeleteContext:
         ]
 
 
-def reading_line(reading: dict[str, Any]) -> str:
-    metric = str(reading.get("metric", "total_cost_usd"))
-    value = reading.get("value")
-    limit = reading.get("limit")
-    shown = format_metric_value(metric, float(value) if value is not None else None)
-    cap = format_metric_value(metric, float(limit) if limit is not None else None)
-    status = safe_text(reading.get("status") or "?", limit=20)
-    source = " (re-read before the delete)" if reading.get("source") == "reread" else ""
-    return (
-        f"{utc(float(reading['taken_at']))}: {shown} (limit {cap}, {reading.get('record_count', '?')} usage records,"
-        f" {status}){source}"
-    )
+def reading_line(reading: Reading) -> str:
+    shown = format_metric_value(reading.metric, reading.value)
+    cap = format_metric_value(reading.metric, reading.limit)
+    status = safe_text(reading.status or "?", limit=20)
+    source = " (re-read before the delete)" if reading.source == "reread" else ""
+    records = "?" if reading.record_count is None else reading.record_count
+    return f"{utc(reading.taken_at)}: {shown} (limit {cap}, {records} usage records, {status}){source}"
 
 
-def _readings_text(readings: Sequence[dict[str, Any]]) -> str:
+def _readings_text(readings: Sequence[Reading]) -> str:
     return "\n".join(f"• {reading_line(reading)}" for reading in readings)
 
 
-def _value_fields(readings: Sequence[dict[str, Any]]) -> list[tuple[str, str]]:
+def _value_fields(readings: Sequence[Reading]) -> list[tuple[str, str]]:
     if not readings:
         return []
     last = readings[-1]
-    metric = str(last.get("metric", "total_cost_usd"))
-    value = last.get("value")
-    limit = last.get("limit")
     return [
-        ("Value", format_metric_value(metric, float(value) if value is not None else None)),
-        ("Limit", format_metric_value(metric, float(limit) if limit is not None else None)),
+        ("Value", format_metric_value(last.metric, last.value)),
+        ("Limit", format_metric_value(last.metric, last.limit)),
     ]
 
 
 def pending_notice(
     ctx: DeleteContext,
     *,
-    readings: Sequence[dict[str, Any]],
+    readings: Sequence[Reading],
     deadline: float,
     grace_period: float,
     now: float,
@@ -150,7 +142,7 @@ _RESULTS: dict[str, tuple[NotificationKind, str, str]] = {
 
 
 def result_notice(
-    ctx: DeleteContext, *, decision: str, reason: str, readings: Sequence[dict[str, Any]], now: float
+    ctx: DeleteContext, *, decision: str, reason: str, readings: Sequence[Reading], now: float
 ) -> Notification:
     kind, severity, template = _RESULTS[decision]
     title = template.format(name=ctx.name, rule=safe_text(ctx.rule, limit=100))

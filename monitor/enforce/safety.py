@@ -6,11 +6,16 @@ passes, so the executor can record exactly why it did not act.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from fnmatch import fnmatchcase
-from typing import Any
 
 from monitor.config.durations import format_duration
+from monitor.enforce.evidence import Reading
+from monitor.enforce.state import Track
 from monitor.exporter.live import RunHealth
+from monitor.rules.config import RunRule
+from monitor.rules.evaluate import evaluate_run
+from monitor.snapshots import RunSnapshot
 from monitor.store.state_store import StateStore
 
 HOUR = 3600.0
@@ -58,7 +63,7 @@ def protection_reason(
 
 def freshness_problem(
     health: RunHealth | None,
-    confirmations: list[dict[str, Any]],
+    confirmations: Sequence[Reading],
     *,
     now_mono: float,
     last_confirmed_mono: float | None,
@@ -112,3 +117,49 @@ def cap_window(store: StateStore, *, dry_run: bool, now: float) -> tuple[str, fl
         return f"{mode}:a{oldest.id}", oldest.created_at
     # A cap of 0 refuses every delete: one alert per clock hour.
     return f"{mode}:h{int(now // HOUR)}", None
+
+
+def not_deletable(
+    rule: RunRule, snapshot: RunSnapshot, *, now: float, burn_window: float, protection: str | None
+) -> str | None:
+    """Why a fresh re-read says not to delete after all, or None."""
+    if snapshot.terminal:
+        return f"the run is {snapshot.status} on the re-read: it finished or was stopped outside the monitor"
+    evaluation = evaluate_run(rule, snapshot, [], now=now, burn_window=burn_window)
+    if evaluation is None:
+        return "the rule no longer selects the run"
+    if not evaluation.breached:
+        return "the run is back under the limit on the re-read"
+    return None if protection is None else f"the run is protected: {protection}"
+
+
+def episode_blocked(
+    store: StateStore,
+    track: Track,
+    *,
+    stopped: str | None,
+    gave_up: bool,
+    protection: str | None,
+    dry_run_on_same_config: str | None,
+    cap_full: bool,
+) -> str | None:
+    """Why no new countdown starts for this run and rule, or None. `dry_run_on_same_config`: the config
+    hash when in dry run (a dry run reports each breach once per config)."""
+    if stopped is not None:
+        return f"enforcement is stopped: {stopped}"
+    if gave_up:
+        return "gave up after repeated DELETE failures; reload the config to try again"
+    if protection is not None:
+        return f"the run is protected: {protection}"
+    recent = store.actions(run_id=track.run_id, limit=RECENT_ACTIONS)
+    gone = next((record for record in recent if record.decision in GONE_DECISIONS), None)
+    if gone is not None:
+        return f"the run is already deleted or gone (action {gone.id}: {gone.decision})"
+    last = next((record for record in recent if record.rule == track.rule), None)
+    if last is None:
+        return None
+    if last.decision == "would_delete" and last.config_hash == dry_run_on_same_config:
+        return f"the dry run already recorded that it would delete this run (action {last.id})"
+    if last.decision == "refused" and cap_full:
+        return f"the hourly delete cap is still reached (refused in action {last.id})"
+    return None

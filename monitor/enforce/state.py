@@ -1,79 +1,17 @@
-"""What enforcement keeps per (run, rule), and how it is written into and read back from the action log.
-
-The action log is the only memory that survives a restart, so everything a resumed countdown needs
-(its deadline, its episode, the readings it announced) travels in the `evidence` of its records:
-readings are dicts with `source` "poll" (taken by the poller) or "reread" (taken by the executor just
-before the DELETE); one dict with `source` "schedule" carries the countdown.
+"""What enforcement keeps per (run, rule): the readings counted towards a delete, and the episode
+(the announced countdown) in progress. Rebuilt from the action log after a restart (monitor.enforce.restart).
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Literal
 
+from monitor.enforce.evidence import Reading, Schedule
 from monitor.snapshots import RunSnapshot
 
-READING_SOURCES = ("poll", "reread")
-
-
-def reading_evidence(
-    snapshot: RunSnapshot, *, metric: str, value: float | None, limit: float, source: str = "poll"
-) -> dict[str, Any]:
-    """One reading as the audit trail keeps it: enough to re-check the decision by hand."""
-    return {
-        "source": source,
-        "taken_at": snapshot.taken_at,
-        "total_cost_usd": snapshot.total_cost_usd,
-        "metric": metric,
-        "value": value,
-        "limit": limit,
-        "record_count": snapshot.record_count,
-        "status": snapshot.status,
-    }
-
-
-def readings_of(evidence: list[dict[str, Any]]) -> list[dict[str, Any]]:
-    return [entry for entry in evidence if entry.get("source") in READING_SOURCES]
-
-
-@dataclass(frozen=True, slots=True)
-class Schedule:
-    """The countdown of a pending delete, as stored in its delete_pending (and delete_intent) record."""
-
-    deadline: float
-    grace_period: float
-    run_name: str | None
-
-    def to_evidence(self) -> dict[str, Any]:
-        return {
-            "source": "schedule",
-            "deadline": self.deadline,
-            "grace_period": self.grace_period,
-            "run_name": self.run_name,
-        }
-
-    @classmethod
-    def from_evidence(cls, evidence: list[dict[str, Any]]) -> Schedule | None:
-        for entry in evidence:
-            if entry.get("source") == "schedule":
-                return cls(
-                    deadline=float(entry.get("deadline", 0.0)),
-                    grace_period=float(entry.get("grace_period", 0.0)),
-                    run_name=entry.get("run_name"),
-                )
-        return None
-
-
-def attempt_evidence(*, intent_id: int, attempt: int, of: int, retry_at: float, error: str) -> dict[str, Any]:
-    """A DELETE attempt that failed and will be retried (its record leaves the intent open)."""
-    return {
-        "source": "attempt",
-        "intent_id": intent_id,
-        "attempt": attempt,
-        "of": of,
-        "retry_at": retry_at,
-        "error": error,
-    }
+# What one reading did to a track's run of confirmations (see Track.count).
+Counted = Literal["seen", "unknown", "under", "reset", "counted"]
 
 
 @dataclass(slots=True)
@@ -90,7 +28,7 @@ class PendingDelete:
     dry_run: bool
     run_name: str | None
     # The readings quoted in the announcement (re-publishing after a restart quotes the same ones).
-    announced: list[dict[str, Any]] = field(default_factory=list)
+    announced: list[Reading] = field(default_factory=list)
     # Set once a delete_intent is written: the DELETE may have been sent, so only a result closes it.
     intent_id: int | None = None
     # The intent was found open at start: its DELETE may have reached the API before the restart.
@@ -119,7 +57,49 @@ class Track:
     last_record_count: int | None = None
     run_name: str | None = None
     # Consecutive fresh readings over the limit, oldest first (at most confirm_polls are kept).
-    confirmations: list[dict[str, Any]] = field(default_factory=list)
+    confirmations: list[Reading] = field(default_factory=list)
     pending: PendingDelete | None = None
     # The last reason a new episode was not started, logged once.
     skipped: str | None = None
+
+    def seen_before(self, snapshot: RunSnapshot) -> bool:
+        """The same reading handed over again (or an older one): it counts once."""
+        if self.last_taken_mono is not None and snapshot.taken_mono is not None:
+            return snapshot.taken_mono <= self.last_taken_mono
+        return self.last_taken_at is not None and snapshot.taken_at <= self.last_taken_at
+
+    def count(
+        self, snapshot: RunSnapshot, reading: Reading, *, breached: bool, stale_after: float, keep: int
+    ) -> Counted:
+        """Count one new reading towards a delete:
+        - "seen": the same reading again (nothing changes);
+        - "unknown": no value (neither a breach nor a recovery: the run of confirmations breaks);
+        - "under": not over the limit, or the run finished (the run of confirmations breaks);
+        - "reset": over the limit but not consecutive (a gap longer than `stale_after`) or not the same
+          series (the record count fell): counting starts again, from this reading unless the count fell;
+        - "counted": one more consecutive fresh reading over the limit (the newest `keep` are kept)."""
+        if self.seen_before(snapshot):
+            return "seen"
+        went_back = self.last_record_count is not None and snapshot.record_count < self.last_record_count
+        previous_mono = self.last_confirmed_mono
+        self.last_taken_at = snapshot.taken_at
+        self.last_taken_mono = snapshot.taken_mono
+        self.last_record_count = snapshot.record_count
+        self.run_name = snapshot.run_name or self.run_name
+        if reading.value is None or snapshot.terminal or not breached:
+            self.confirmations.clear()
+            return "unknown" if reading.value is None else "under"
+        if self.confirmations and snapshot.taken_mono is not None and previous_mono is not None:
+            gap = snapshot.taken_mono - previous_mono
+        else:
+            gap = snapshot.taken_at - self.confirmations[-1].taken_at if self.confirmations else 0.0
+        outcome: Counted = "counted"
+        if went_back or gap > stale_after:
+            self.confirmations.clear()
+            outcome = "reset"
+            if went_back:
+                return outcome
+        self.confirmations.append(reading)
+        self.last_confirmed_mono = snapshot.taken_mono
+        del self.confirmations[:-keep]
+        return outcome

@@ -7,6 +7,7 @@ monitor.readings.model.
 
 from __future__ import annotations
 
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 
 from monitor.api.client import PrimeClient
@@ -36,6 +37,10 @@ class RunRead:
     @property
     def ok(self) -> bool:
         return self.kind == "ok" and self.snapshot is not None
+
+
+# Reads a run for a decision, judged against its last accepted reading (monitor.poller.Poller.reread).
+RunReader = Callable[[str], Awaitable[RunRead]]
 
 
 def failure_kind(error: ApiError) -> str:

@@ -21,6 +21,7 @@ from typing import Any, ParamSpec, TypeVar
 
 import structlog
 
+from monitor.enforce.evidence import Evidence
 from monitor.records import ActionRecord, AlertState, Notification, OutboxItem
 from monitor.snapshots import RunSnapshot, WalletSnapshot
 
@@ -331,7 +332,7 @@ def encode_action(record: ActionRecord) -> tuple[Any, ...]:
         record.created_at,
         record.config_hash,
         int(record.dry_run),
-        dumps(record.evidence),
+        dumps(record.evidence.to_json()),
         record.intent_id,
     )
 
@@ -347,7 +348,7 @@ def decode_action(row: tuple[Any, ...]) -> ActionRecord:
         created_at=created_at,
         config_hash=config_hash,
         dry_run=bool(dry_run),
-        evidence=json.loads(evidence),
+        evidence=Evidence.from_json(json.loads(evidence)),
         intent_id=intent_id,
         id=id_,
     )
