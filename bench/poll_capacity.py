@@ -53,14 +53,12 @@ from client_throughput import (
 from pydantic import SecretStr
 
 from monitor.api.client import PrimeClient
-from monitor.clock import SYSTEM_CLOCK
 from monitor.config.settings import Settings
 from monitor.daemon import Daemon
-from monitor.exporter.live import RuntimeState
 from monitor.logs import configure_logging
-from monitor.poller import Poller
 from monitor.snapshots import RunSnapshot
 from monitor.store.state_store import StateStore
+from monitor.wiring import build
 
 CONCURRENCY = 16  # api.max_concurrency's default
 MODES = ("bare aiohttp", "bare httpx", "PrimeClient", "Poller", "daemon fresh", "daemon steady")
@@ -145,13 +143,10 @@ class Bench:
         self.http = bare_client(sim.base_url, max_connections=CONCURRENCY)
         self.session = aiohttp_session(sim.base_url, max_connections=CONCURRENCY)
         self.client = PrimeClient(base_url=sim.base_url, api_key=SecretStr(API_KEY), max_concurrency=CONCURRENCY)
-        settings = settings_for(sim.base_url, ids, workdir / "poller.db")
-        self.runtime = RuntimeState()
-        self.store = StateStore(settings.state.path)
-        poller_client = PrimeClient.from_settings(settings.api, stats=self.runtime.requests)
-        self.poller = Poller(
-            settings=settings, client=poller_client, store=self.store, runtime=self.runtime, clock=SYSTEM_CLOCK
-        )
+        # The poller alone (no rules, no outbox): the monitor's own wiring with nothing handed on.
+        self.parts = build(settings_for(sim.base_url, ids, workdir / "poller.db"), notifiers=[])
+        self.parts.poller.on_reading = None
+        self.poller = self.parts.poller
         self.daemons = {
             mode: Daemon(
                 settings=settings_for(sim.base_url, ids, workdir / f"{mode}.db"), notifiers=[], serve_http=False
@@ -164,8 +159,7 @@ class Bench:
         await self.http.aclose()
         await self.session.close()
         await self.client.aclose()
-        await self.poller.client.aclose()
-        self.store.close()
+        await self.parts.aclose()
         for daemon in self.daemons.values():
             await daemon.shutdown()
 
@@ -195,9 +189,10 @@ class Bench:
         daemon = self.daemons[mode]
 
         async def daemon_pass() -> int:
-            before = daemon.runtime.requests.counts[("usage", "200")]
-            await daemon.poll_runs(all_runs=True)
-            return daemon.runtime.requests.counts[("usage", "200")] - before
+            before = daemon.runtime.requests.count("usage", "200")
+            daemon.poller.watch.make_all_due()
+            await daemon.poller.poll_due_runs()
+            return daemon.runtime.requests.count("usage", "200") - before
 
         return await timed(daemon_pass, runs=n)
 

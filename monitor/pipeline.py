@@ -77,17 +77,14 @@ class Pipeline:
         window = self.settings.poll.burn_window
         history = self._recent_history(snapshot, since=now - window - self.settings.poll.interval)
         burn = burn_rate_usd_per_hour(history, now=now, window=window)
-        if burn is not None:
-            self.runtime.burn_rates[snapshot.run_id] = burn
-        else:
-            self.runtime.burn_rates.pop(snapshot.run_id, None)
+        self.runtime.burn_rate_measured(snapshot.run_id, burn)
         evaluations: list[Evaluation] = []
         for rule in self.settings.run_rules:
             evaluation = evaluate_run(rule, snapshot, history, now=now, burn_window=window)
             if evaluation is None:
                 continue
             evaluations.append(evaluation)
-            self.runtime.evaluations[(snapshot.run_id, rule.name)] = evaluation
+            self.runtime.evaluated(evaluation)
             self._advance(rule, evaluation, self._run_context(snapshot, evaluation))
             if rule.action == "delete" and self.enforcer is not None:
                 await self.enforcer.observe(evaluation, snapshot, corrected=corrected)
@@ -100,7 +97,8 @@ class Pipeline:
             for run_id, rate in self.runtime.burn_rates.items()
             if run_id in self.runtime.runs and not self.runtime.runs[run_id].terminal
         )
-        self.runtime.wallet_runway_seconds = runway_seconds(wallet.balance_usd, total_burn)
+        runway = runway_seconds(wallet.balance_usd, total_burn)
+        spend_by_rule: dict[str, float] = {}
         longest_window = max((r.window for r in self.settings.wallet_rules), default=86400.0)
         history = self.store.wallet_history(since=now - longest_window - self.settings.poll.wallet_interval)
         evaluations: list[Evaluation] = []
@@ -108,12 +106,13 @@ class Pipeline:
             if rule.metric == "spend_usd":
                 spend = wallet_spend_usd(history, now=now, window=rule.window)
                 if spend is not None:
-                    self.runtime.wallet_spend_usd[rule.name] = spend
+                    spend_by_rule[rule.name] = spend
             evaluation = evaluate_wallet(rule, wallet, history, total_burn_rate_usd_per_hour=total_burn, now=now)
             evaluations.append(evaluation)
-            self.runtime.evaluations[(wallet.wallet_id, rule.name)] = evaluation
+            self.runtime.evaluated(evaluation)
             context = AlertContext(subject_name=wallet.wallet_id)
             self._advance(rule, evaluation, context)
+        self.runtime.wallet_figures(runway_seconds=runway, spend_by_rule=spend_by_rule)
         return evaluations
 
     def hot_runs(self) -> set[str]:

@@ -63,7 +63,7 @@ class Poller:
         for run_id, snapshot in self.store.latest_run_snapshots().items():
             finished_at = self.watch.finished.get(run_id)
             if finished_at is None or now - finished_at < retention:
-                self.runtime.runs[run_id] = snapshot
+                self.runtime.restored(run_id, snapshot)
 
     def interval_for(self, run_id: str) -> float:
         poll = self.settings.poll
@@ -145,7 +145,7 @@ class Poller:
         log_ = log.bind(run_id=run_id)
         if not read.ok:
             if read.kind == "invalid_response":
-                self.runtime.invalid_responses["usage"] += 1
+                self.runtime.invalid_response("usage")
             self._failed(run_id, kind=read.kind, error=read.error)
             return None
         assert read.snapshot is not None
@@ -157,7 +157,7 @@ class Poller:
             if verdict.outcome == "rejected":
                 self.runtime.reading_rejected("usage", verdict.code)
                 if verdict.code == "invalid":
-                    self.runtime.invalid_responses["usage"] += 1
+                    self.runtime.invalid_response("usage")
             self._failed(run_id, kind=verdict.outcome, error=verdict.reason)
             return None
         snapshot = verdict.snapshot
@@ -195,7 +195,7 @@ class Poller:
         read = await fetch_run(self.client, run_id, clock=self.clock, team_id=self.settings.api.team_id)
         if not read.ok:
             if read.kind == "invalid_response":
-                self.runtime.invalid_responses["usage"] += 1
+                self.runtime.invalid_response("usage")
             return read
         assert read.snapshot is not None
         verdict = self.readings.judge(

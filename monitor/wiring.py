@@ -43,7 +43,7 @@ class Components:
         for part in (self.poller, self.pipeline, self.enforcer, self.selfwatch):
             part.settings = settings
         self.poller.watch.configured = list(settings.watch.runs)
-        self.runtime.config_hash = settings.config_hash()
+        self.runtime.config_applied(settings.config_hash())
 
     def use_client(self, client: PrimeClient) -> None:
         """A new API client (a reload changed the key, the URL or the limits)."""
@@ -71,15 +71,13 @@ def build(
     notifiers: list[Notifier] | None = None,
     client: PrimeClient | None = None,
     store: StateStore | None = None,
+    runtime: RuntimeState | None = None,
     exclusive: bool = False,
 ) -> Components:
     """Every component, wired. `exclusive`: hold the state file's one-writer lock (the daemon)."""
-    runtime = RuntimeState(
-        started_at=clock.now(),
-        started_mono=clock.monotonic(),
-        config_loaded=True,
-        config_hash=settings.config_hash(),
-    )
+    if runtime is None:
+        runtime = RuntimeState(started_at=clock.now(), started_mono=clock.monotonic())
+    runtime.config_applied(settings.config_hash())
     if store is None:
         store = StateStore(settings.state.path, history_per_run=settings.state.history_per_run, exclusive=exclusive)
     client = client or PrimeClient.from_settings(settings.api, clock=clock, stats=runtime.requests)

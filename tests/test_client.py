@@ -100,9 +100,9 @@ async def test_server_errors_are_retried_with_backoff_then_succeed(simulator: Si
     async with make_client(simulator, clock=clock) as client:
         usage = await client.get_run_usage("run-qwen4b")
         assert usage.run_id == "run-qwen4b"
-        assert client.stats.retries["usage"] == 2
-        assert client.stats.counts[("usage", "503")] == 2
-        assert client.stats.counts[("usage", "200")] == 1
+        assert client.stats.retried("usage") == 2
+        assert client.stats.count("usage", "503") == 2
+        assert client.stats.count("usage", "200") == 1
     assert len(clock.sleeps) == 2
     # Full jitter under an exponential ceiling: 0.5 s, then 1 s.
     assert 0 <= clock.sleeps[0] <= 0.5 and 0 <= clock.sleeps[1] <= 1.0
@@ -143,7 +143,7 @@ async def test_a_hang_past_the_timeout_is_retried(simulator: SimulatorHandle) ->
     async with make_client(simulator, timeout=0.3) as client:
         usage = await client.get_run_usage("run-qwen4b")
         assert usage.run_id == "run-qwen4b"
-        assert client.stats.counts[("usage", "timeout")] == 1
+        assert client.stats.count("usage", "timeout") == 1
 
 
 async def test_malformed_json_is_an_invalid_response_and_not_retried(simulator: SimulatorHandle) -> None:
@@ -206,7 +206,7 @@ async def test_unreachable_api_is_retried_then_reported() -> None:
         with pytest.raises(UnreachableError):
             await client.get_wallet()
     assert len(clock.sleeps) == 2
-    assert client.stats.counts[("wallet", "connection_error")] == 3
+    assert client.stats.count("wallet", "connection_error") == 3
 
 
 async def test_concurrency_is_bounded(simulator: SimulatorHandle) -> None:

@@ -205,7 +205,7 @@ async def test_the_timeout_bounds_the_whole_body_not_each_read(api: CannedApi) -
             await client.get_run_usage("run-1")
         assert caught.value.kind == "timeout"
         assert "no complete answer from 127.0.0.1" in str(caught.value)
-        assert client.stats.counts[("usage", "timeout")] == 1
+        assert client.stats.count("usage", "timeout") == 1
         assert api.chunks_sent < 50
         api.reply = CannedReply(body=json_bytes(GOOD_USAGE))
         assert (await client.get_run_usage("run-1")).total_tokens == 1500
@@ -224,6 +224,6 @@ async def test_a_slow_answer_from_the_simulator_times_out_then_is_retried(simula
     async with client:
         usage = await client.get_run_usage("run-qwen4b")
         assert usage.run_id == "run-qwen4b"
-        assert client.stats.counts[("usage", "timeout")] == 1
-        assert client.stats.retries["usage"] == 1
+        assert client.stats.count("usage", "timeout") == 1
+        assert client.stats.retried("usage") == 1
     assert len(clock.sleeps) == 1

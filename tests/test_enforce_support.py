@@ -1,7 +1,8 @@
 """The enforcement tests' bench (no tests here): the simulator with fast-burning runs on a manual
-clock, and the enforcer wired as the daemon wires it (real PrimeClient over a loopback socket, real
-Poller, real StateStore file, real OutboxDispatcher), on a ManualClock moved in step with the
-simulator's, so readings, deadlines and the ledger agree to the second.
+clock, and the monitor wired as the daemon wires it (monitor.wiring: a real PrimeClient over a
+loopback socket, the poller, the pipeline, a real StateStore file, a real OutboxDispatcher), on a
+ManualClock moved in step with the simulator's, so readings, deadlines and the ledger agree to the
+second. Only enforcement's messages are kept for the tests to look at.
 """
 
 from __future__ import annotations
@@ -12,17 +13,14 @@ from typing import Any
 
 from pydantic import SecretStr
 
-from monitor.api.client import PrimeClient
+from monitor.api.client import PrimeClient, RetryPolicy
 from monitor.clock import ManualClock
 from monitor.config.settings import Settings
-from monitor.enforce.enforcer import Enforcer
 from monitor.exporter.live import RuntimeState
-from monitor.notify.outbox import OutboxDispatcher
-from monitor.poller import Poller
 from monitor.records import ActionRecord, Notification
-from monitor.rules.evaluate import evaluate_run
 from monitor.snapshots import RunSnapshot
-from monitor.store.state_store import StateStore
+from monitor.wiring import build
+from tests.support.rig import RecordingNotifier
 from tests.support.simulator import SimulatorHandle
 
 CAP_USD = 10.0
@@ -76,28 +74,18 @@ def make_settings(sim: SimulatorHandle, state_path: Path, **enforce: Any) -> Set
     )
 
 
-class RecordingNotifier:
-    """A channel that keeps what it was sent (shared across restarts: "overall" counts)."""
-
-    channel = "recorder"
-
-    def __init__(self, sent: list[Notification]) -> None:
-        self.sent = sent
-
-    async def send(self, notification: Notification, *, thread_ref: str | None) -> str | None:
-        self.sent.append(notification)
-        return notification.dedup_key
-
-    async def aclose(self) -> None:
-        return None
-
-
 class SimulatedCrash(BaseException):
     """The process dies here: nothing after this line of the enforcer runs."""
 
 
+def enforcement_only(notification: Notification) -> bool:
+    """Enforcement's messages (their keys all start with delete_): what these tests look at."""
+    return notification.dedup_key.startswith("delete_")
+
+
 class Bench:
-    """One monitor process. `restart()` builds a new one on the same state file, as after a crash."""
+    """One monitor process, wired as the daemon wires it (monitor.wiring) but stepped by hand.
+    `restart()` builds a new one on the same state file, as after a crash."""
 
     def __init__(
         self,
@@ -115,30 +103,25 @@ class Bench:
         self.runs = runs
         self.clock = clock or ManualClock(start=sim.now())
         self.sent: list[Notification] = sent if sent is not None else []
-        self.store = StateStore(settings.state.path)
         self.runtime = RuntimeState()
         api = settings.api
-        self.client = client_class(
+        client = client_class(
             base_url=api.base_url,
             api_key=api.api_key,
             timeout=api.timeout,
             clock=self.clock,
             stats=self.runtime.requests,
+            retry=RetryPolicy(max_attempts=api.max_retries + 1),
         )
-        self.client.retry = type(self.client.retry)(max_attempts=api.max_retries + 1)
-        self.dispatcher = OutboxDispatcher(store=self.store, notifiers=[RecordingNotifier(self.sent)], clock=self.clock)
-        self.poller = Poller(
-            settings=settings, client=self.client, store=self.store, runtime=self.runtime, clock=self.clock
-        )
-        self.enforcer = Enforcer(
-            settings=settings,
-            client=self.client,
-            store=self.store,
-            runtime=self.runtime,
-            dispatcher=self.dispatcher if publish else None,
-            clock=self.clock,
-            reader=self.poller.reread,
-        )
+        recorder = RecordingNotifier(self.sent, keep=enforcement_only)
+        self.parts = build(settings, clock=self.clock, notifiers=[recorder], client=client, runtime=self.runtime)
+        self.store = self.parts.store
+        self.client = self.parts.client
+        self.dispatcher = self.parts.dispatcher
+        self.poller = self.parts.poller
+        self.enforcer = self.parts.enforcer
+        if not publish:
+            self.enforcer.journal.dispatcher = None
 
     async def restart(
         self, *, client_class: type[PrimeClient] = PrimeClient, settings: Settings | None = None
@@ -167,16 +150,8 @@ class Bench:
         self.clock.advance(seconds)
 
     async def poll(self, run_id: str) -> RunSnapshot | None:
-        """What the daemon does with one reading: poll, evaluate, hand delete rules to enforcement."""
-        snapshot = await self.poller.poll_run(run_id)
-        if snapshot is None:
-            return None
-        history = self.store.run_history(run_id)
-        for rule in self.settings.run_rules:
-            evaluation = evaluate_run(rule, snapshot, history, now=self.clock.now(), burn_window=900.0)
-            if evaluation is not None and rule.action == "delete":
-                await self.enforcer.observe(evaluation, snapshot)
-        return snapshot
+        """What the daemon does with one reading: read, judge, evaluate, hand delete rules to enforcement."""
+        return await self.poller.poll_run(run_id)
 
     async def step(self, seconds: float = STEP_SECONDS, *, poll: bool = True) -> None:
         self.advance(seconds)

@@ -116,7 +116,7 @@ class SelfWatch:
             self.settings, self.runtime, now=now, now_mono=now_mono, has_runs=bool(active), channels=channels
         )
         held = {cause.key: cause for cause in causes if cause.held_for >= self.settings.health.blind_after}
-        self.runtime.blind = {key: cause.since for key, cause in held.items()}
+        self.runtime.blind_now({key: cause.since for key, cause in held.items()})
         failing_channels = {c.channel for c in channels if c.failing_since is not None}
         changed = False
         for key, cause in held.items():
@@ -167,7 +167,7 @@ class SelfWatch:
         # A restored channel gets its own "restored" message too.
         if notification.kind == "monitor_restored":
             channels = list(self.dispatcher.channels)
-        self.runtime.self_alerts[(cause, notification.kind)] += 1
+        self.runtime.self_alert_sent(cause=cause, kind=notification.kind)
         log_ = log.bind(kind=notification.kind, dedup_key=notification.dedup_key, channels=channels)
         if not channels:
             log_.critical("self_alert_undeliverable", title=notification.title, reason="no working channel")

@@ -34,7 +34,7 @@ from monitor.api.ids import path_segment, run_id_problem
 from monitor.api.models import BillingEntry, DeleteRunResponse, RunUsageResponse, WalletResponse
 from monitor.clock import SYSTEM_CLOCK, Clock
 from monitor.config.settings import ApiSettings, normalise_base_url
-from monitor.exporter.live import RequestStats
+from monitor.exporter.requests import RequestStats
 
 log = structlog.get_logger(__name__)
 

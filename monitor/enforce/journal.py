@@ -157,6 +157,6 @@ class Journal:
             intent_id=pending.intent_id if pending.intent_id is not None else pending.episode,
             dry_run=pending.dry_run,
         )
-        self.runtime.deletions[(track.rule, OUTCOMES[decision])] += 1
+        self.runtime.deletion_concluded(rule=track.rule, outcome=OUTCOMES[decision])
         track.pending = None
         track.confirmations.clear()

@@ -29,22 +29,19 @@ from prometheus_client import CollectorRegistry, ProcessCollector
 from prometheus_client.metrics_core import (
     CounterMetricFamily,
     GaugeMetricFamily,
-    HistogramMetricFamily,
     Metric,
 )
 from prometheus_client.registry import Collector
 
 from monitor import __version__
 from monitor.clock import SYSTEM_CLOCK, Clock
-from monitor.exporter.live import LATENCY_BUCKETS, LatencyHistogram, RuntimeState
+from monitor.exporter.live import RuntimeState
 from monitor.rules.catalog import CATALOG
 from monitor.snapshots import RunSnapshot
 
 # Long enough for any real run name, short enough that a 1 KB name cannot bloat every scrape.
 MAX_NAME_LABEL_CHARS = 200
 USAGE_TYPES = ("training", "inference_input", "inference_output")
-# repr of these small bounds is what the client library writes for its own histograms ("0.005", "1.0").
-_BUCKET_BOUNDS = tuple(repr(float(bound)) for bound in LATENCY_BUCKETS)
 
 
 def _clean_char(char: str) -> str:
@@ -81,16 +78,6 @@ def _usage_tokens(run: RunSnapshot) -> tuple[int, int, int]:
 
 def _usage_prices(run: RunSnapshot) -> tuple[float | None, float | None, float | None]:
     return run.training_price_per_mtok, run.inference_input_price_per_mtok, run.inference_output_price_per_mtok
-
-
-def _histogram_buckets(histogram: LatencyHistogram) -> list[tuple[str, float]]:
-    """LatencyHistogram.observe bumps every bucket a value fits under, so the stored counts are
-    already cumulative, which is what the exposition wants; +Inf is the total count."""
-    buckets: list[tuple[str, float]] = [
-        (bound, float(count)) for bound, count in zip(_BUCKET_BOUNDS, histogram.buckets, strict=False)
-    ]
-    buckets.append(("+Inf", float(histogram.count)))
-    return buckets
 
 
 class MonitorCollector(Collector):
@@ -288,28 +275,7 @@ class MonitorCollector(Collector):
         yield build
 
     def _request_families(self) -> Iterator[Metric]:
-        stats = self._runtime.requests
-        requests = CounterMetricFamily(
-            "prime_monitor_api_requests",
-            "Requests made to the Prime API, by endpoint and outcome code.",
-            labels=["endpoint", "code"],
-        )
-        for (endpoint, code), count in sorted(stats.counts.items()):
-            requests.add_metric([label_value(endpoint), label_value(code)], float(count))
-        duration = HistogramMetricFamily(
-            "prime_monitor_api_request_duration_seconds",
-            "Latency of requests to the Prime API.",
-            labels=["endpoint"],
-        )
-        for endpoint in sorted(stats.latency):
-            histogram = stats.latency[endpoint]
-            duration.add_metric([label_value(endpoint)], _histogram_buckets(histogram), histogram.total)
-        retries = CounterMetricFamily(
-            "prime_monitor_api_retries", "Requests to the Prime API that were retried.", labels=["endpoint"]
-        )
-        for endpoint, count in sorted(stats.retries.items()):
-            retries.add_metric([label_value(endpoint)], float(count))
-        yield from (requests, duration, retries)
+        yield from self._runtime.requests.collect()
 
 
 def build_registry(

@@ -16,10 +16,10 @@ from collections import Counter
 from dataclasses import dataclass, field
 from typing import Literal
 
+from monitor.exporter.requests import RequestStats
 from monitor.records import Evaluation
 from monitor.snapshots import RunSnapshot, WalletSnapshot
 
-# Latency buckets (seconds) for API requests: the API answers in tens of ms, timeouts are ~10 s.
 LATENCY_BUCKETS: tuple[float, ...] = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0)
 
 # How a read of one run (or of the wallet) ended. "Seeing" kinds prove the API answered and took the
@@ -47,36 +47,6 @@ SEEING_KINDS: frozenset[str] = frozenset(
 MONITOR_WIDE_KINDS: frozenset[str] = frozenset(
     {"unauthorized", "rate_limited", "server_error", "unreachable", "timeout"}
 )
-
-
-@dataclass
-class LatencyHistogram:
-    buckets: list[int] = field(default_factory=lambda: [0] * len(LATENCY_BUCKETS))
-    count: int = 0
-    total: float = 0.0
-
-    def observe(self, seconds: float) -> None:
-        self.count += 1
-        self.total += seconds
-        for i, bound in enumerate(LATENCY_BUCKETS):
-            if seconds <= bound:
-                self.buckets[i] += 1
-
-
-@dataclass
-class RequestStats:
-    """Every API request the client made, by endpoint and outcome code ("200", "503", "timeout", ...)."""
-
-    counts: Counter[tuple[str, str]] = field(default_factory=Counter)
-    latency: dict[str, LatencyHistogram] = field(default_factory=dict)
-    retries: Counter[str] = field(default_factory=Counter)
-
-    def observe(self, endpoint: str, code: str, seconds: float) -> None:
-        self.counts[(endpoint, code)] += 1
-        self.latency.setdefault(endpoint, LatencyHistogram()).observe(seconds)
-
-    def observe_retry(self, endpoint: str) -> None:
-        self.retries[endpoint] += 1
 
 
 @dataclass
@@ -223,6 +193,53 @@ class RuntimeState:
             self._seen(mono)
         elif kind in MONITOR_WIDE_KINDS:
             self._blind_failure(kind, error, at=at, mono=mono)
+
+    def config_applied(self, config_hash: str) -> None:
+        """A config was loaded (at start or by a reload) and is in force."""
+        self.config_loaded = True
+        self.config_hash = config_hash
+
+    def restored(self, run_id: str, snapshot: RunSnapshot) -> None:
+        """A run's last reading, loaded from the store at start (not a fresh read: no health mark)."""
+        self.runs[run_id] = snapshot
+
+    def invalid_response(self, endpoint: str) -> None:
+        self.invalid_responses[endpoint] += 1
+
+    def unaddressable_run_refused(self) -> None:
+        self.read_failures[("wallet", "unaddressable")] += 1
+
+    def discovery_coverage(self, *, rows_unread: int) -> None:
+        self.discovery_rows_unread = rows_unread
+
+    def burn_rate_measured(self, run_id: str, rate: float | None) -> None:
+        if rate is None:
+            self.burn_rates.pop(run_id, None)
+        else:
+            self.burn_rates[run_id] = rate
+
+    def evaluated(self, evaluation: Evaluation) -> None:
+        self.evaluations[(evaluation.subject, evaluation.rule)] = evaluation
+
+    def wallet_figures(self, *, runway_seconds: float | None, spend_by_rule: dict[str, float]) -> None:
+        self.wallet_runway_seconds = runway_seconds
+        self.wallet_spend_usd.update(spend_by_rule)
+
+    def alert_delivered(self, *, rule: str, severity: str) -> None:
+        """An alert or reminder reached its first channel (counted once, not per channel or attempt)."""
+        self.alerts_sent[(rule, severity)] += 1
+
+    def notification_failed(self, channel: str) -> None:
+        self.notifications_failed[channel] += 1
+
+    def deletion_concluded(self, *, rule: str, outcome: str) -> None:
+        self.deletions[(rule, outcome)] += 1
+
+    def blind_now(self, causes: dict[str, float]) -> None:
+        self.blind = causes
+
+    def self_alert_sent(self, *, cause: str, kind: str) -> None:
+        self.self_alerts[(cause, kind)] += 1
 
     def reading_rejected(self, endpoint: str, reason: str) -> None:
         self.readings_rejected[(endpoint, reason)] += 1

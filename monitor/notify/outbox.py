@@ -337,7 +337,7 @@ class OutboxDispatcher:
         if error.scope == "channel":
             starts_outage = state.failed(now=now, error=message, retry_at=now + delay)
         if self._runtime is not None:
-            self._runtime.notifications_failed[item.channel] += 1
+            self._runtime.notification_failed(item.channel)
         event = dict(channel=item.channel, item_id=item.id, dedup_key=item.notification.dedup_key,
                      attempts=item.attempts + 1, error=message, retry_in_seconds=round(delay, 3), scope=error.scope,
                      outcome_unknown=error.outcome_unknown)  # fmt: skip
@@ -377,7 +377,7 @@ class OutboxDispatcher:
         self._counted[notification.dedup_key] = None
         if len(self._counted) > _COUNTED_MEMORY:
             self._counted.popitem(last=False)
-        self._runtime.alerts_sent[(notification.rule, notification.severity)] += 1
+        self._runtime.alert_delivered(rule=notification.rule, severity=notification.severity)
 
 
 def _queued_at(item: OutboxEntry) -> float:

@@ -61,7 +61,7 @@ class Discovery:
         except ApiError as exc:
             kind = failure_kind(exc)
             if kind == "invalid_response":
-                self.runtime.invalid_responses["wallet"] += 1
+                self.runtime.invalid_response("wallet")
             first = self.runtime.wallet_health.last_kind != kind or not self.runtime.wallet_health.last_poll_failed
             self.runtime.wallet_read_failed(kind=kind, error=str(exc), at=self.clock.now(), mono=self.clock.monotonic())
             if first:
@@ -101,7 +101,7 @@ class Discovery:
             if problem is not None:
                 if run_id not in self._refused_ids:
                     self._refused_ids.add(run_id)
-                    self.runtime.read_failures[("wallet", "unaddressable")] += 1
+                    self.runtime.unaddressable_run_refused()
                     log.error("discovered_run_id_refused", run_id=run_id[:300], billing_row=row.id, problem=problem)
                 continue
             self.watch.discovered.add(run_id)
@@ -111,10 +111,10 @@ class Discovery:
     def _note_coverage(self, complete: bool, *, rows_read: int, total: int) -> None:
         if complete:
             if self._watermark is None:  # a first read that reached the end: nothing is unread
-                self.runtime.discovery_rows_unread = 0
+                self.runtime.discovery_coverage(rows_unread=0)
             return
         unread = max(total - rows_read, 0)
-        self.runtime.discovery_rows_unread = unread
+        self.runtime.discovery_coverage(rows_unread=unread)
         if not self._cut_logged:
             self._cut_logged = True
             log.warning(

@@ -12,6 +12,7 @@ Readings, deadlines and the ledger agree to the second. `RecordingNotifier` is t
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import Any
 
 from monitor.clock import ManualClock
@@ -23,17 +24,26 @@ from tests.support.simulator import SimulatorHandle
 
 
 class RecordingNotifier:
-    """A channel that keeps what it was sent (share the list across restarts to count "in total")."""
+    """A channel that keeps what it was sent (share the list across restarts to count "in total").
+    `keep` narrows what is kept (e.g. only enforcement messages); the rest is delivered and dropped."""
 
-    def __init__(self, sent: list[Notification], *, channel: str = "recorder") -> None:
+    def __init__(
+        self,
+        sent: list[Notification],
+        *,
+        channel: str = "recorder",
+        keep: Callable[[Notification], bool] | None = None,
+    ) -> None:
         self.sent = sent
         self.channel = channel
+        self.keep = keep
         self.fail_with: Exception | None = None
 
     async def send(self, notification: Notification, *, thread_ref: str | None) -> str | None:
         if self.fail_with is not None:
             raise self.fail_with
-        self.sent.append(notification)
+        if self.keep is None or self.keep(notification):
+            self.sent.append(notification)
         return notification.dedup_key
 
     async def aclose(self) -> None:
@@ -54,7 +64,8 @@ class MonitorRig:
         self.settings = settings
         self.clock = clock or ManualClock(start=sim.now())
         self.sent: list[Notification] = sent if sent is not None else []
-        self.notifiers = notifiers if notifiers is not None else [RecordingNotifier(self.sent)]
+        recorder: Notifier = RecordingNotifier(self.sent)
+        self.notifiers: list[Notifier] = notifiers if notifiers is not None else [recorder]
         self.daemon = Daemon(settings=settings, clock=self.clock, notifiers=self.notifiers, serve_http=False)
         self.parts = self.daemon.parts
 
