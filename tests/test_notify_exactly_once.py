@@ -60,7 +60,7 @@ def note(n: int, *, thread: str = "run-1:run-cap:e0", kind: str = "alert") -> No
 
 async def retry_now(outbox: OutboxDispatcher, store: StateStore, clock: ManualClock) -> None:
     """Advance to the next attempt of the oldest open item and run a pass."""
-    waiting = store.pending()
+    waiting = store.outbox.pending()
     if waiting:
         clock.advance(max(0.0, waiting[0].next_attempt_at - clock.now()))
     await outbox.deliver_due()
@@ -92,15 +92,15 @@ async def test_a_post_that_timed_out_but_arrived_is_found_not_sent_again(
     fake_slack.stall_next(1, 2.0)  # Slack posts it, but answers after the client gave up
 
     first = await outbox.deliver_due()
-    [item] = store.pending()
+    [item] = store.outbox.pending()
     assert first.failed == 1 and item.attempt_started_at is not None and "unreachable" in (item.last_error or "")
 
     await retry_now(outbox, store, clock)
 
     assert fake_slack.dedup_keys() == ["alert:warm-up:0", "alert:run-1:run-cap:e0:1"]
-    assert store.pending() == [] and reads(fake_slack) == ["conversations.history"]
+    assert store.outbox.pending() == [] and reads(fake_slack) == ["conversations.history"]
     # Found as the thread's first message: later replies go under it.
-    assert store.thread_ref("slack", "run-1:run-cap:e0") == fake_slack.messages[1]["ts"]
+    assert store.outbox.thread_ref("slack", "run-1:run-cap:e0") == fake_slack.messages[1]["ts"]
     outbox.publish(note(2))
     await outbox.deliver_due()
     assert fake_slack.messages[2]["thread_ts"] == fake_slack.messages[1]["ts"]
@@ -120,7 +120,7 @@ async def test_a_thread_reply_that_timed_out_is_found_in_its_thread(
 
     root, reply = fake_slack.messages
     assert len(fake_slack.messages) == 2 and reply["thread_ts"] == root["ts"]
-    assert store.pending() == [] and reads(fake_slack) == ["conversations.replies"]
+    assert store.outbox.pending() == [] and reads(fake_slack) == ["conversations.replies"]
 
 
 async def test_a_5xx_that_never_posted_is_looked_up_then_sent_once(
@@ -152,11 +152,11 @@ async def test_while_slack_cannot_be_read_the_possibly_sent_message_waits(
 
     await retry_now(outbox, store, clock)
     await retry_now(outbox, store, clock)
-    assert len(fake_slack.messages) == 2 and store.pending()[0].attempt_started_at is not None
+    assert len(fake_slack.messages) == 2 and store.outbox.pending()[0].attempt_started_at is not None
     await retry_now(outbox, store, clock)
 
     assert fake_slack.dedup_keys() == ["alert:warm-up:0", "alert:run-1:run-cap:e0:1"]
-    assert store.pending() == [] and reads(fake_slack) == ["conversations.history"] * 3
+    assert store.outbox.pending() == [] and reads(fake_slack) == ["conversations.history"] * 3
 
 
 async def test_the_message_is_found_across_pages(
@@ -178,7 +178,7 @@ async def test_the_message_is_found_across_pages(
 
     await retry_now(outbox, store, clock)
 
-    assert fake_slack.dedup_keys().count("alert:run-1:run-cap:e0:1") == 1 and store.pending() == []
+    assert fake_slack.dedup_keys().count("alert:run-1:run-cap:e0:1") == 1 and store.outbox.pending() == []
     # 22 messages in the window, newest first, 3 a page: ours (21st) is on the 7th page.
     assert reads(fake_slack) == ["conversations.history"] * 7
 
@@ -192,8 +192,8 @@ async def test_without_the_history_scope_it_sends_again_and_says_so_once(
     fake_slack.scopes.discard("channels:history")
     for n in (1, 2):
         outbox.publish(note(n, thread=f"thread-{n}"))
-    second = store.pending()[1]
-    store.mark_attempt_started(second.id, at=clock.now())  # a crash left this one "maybe sent" too
+    second = store.outbox.pending()[1]
+    store.outbox.mark_attempt_started(second.id, at=clock.now())  # a crash left this one "maybe sent" too
 
     with structlog.testing.capture_logs() as logs:
         fake_slack.stall_next(1, 2.0)
@@ -203,7 +203,7 @@ async def test_without_the_history_scope_it_sends_again_and_says_so_once(
     keys = fake_slack.dedup_keys()
     # At least once: the first shows twice, because its cut-short post arrived after all.
     assert keys == ["alert:warm-up:0", "alert:thread-1:1", "alert:thread-1:1", "alert:thread-2:2"]
-    assert store.pending() == []
+    assert store.outbox.pending() == []
     [warning] = [e for e in logs if e["event"] == "notification_lookup_unavailable"]
     assert "missing_scope" in warning["reason"] and "channels:history" in warning["reason"]
     assert "channels:history" in warning["hint"]
@@ -217,13 +217,13 @@ async def test_a_crash_before_the_request_left_sends_once(
     outbox.publish(note(0, thread="warm-up"))
     await outbox.deliver_due()
     outbox.publish(note(1))
-    [item] = store.pending()
-    store.mark_attempt_started(item.id, at=clock.now())  # what a kill right after the marker leaves
+    [item] = store.outbox.pending()
+    store.outbox.mark_attempt_started(item.id, at=clock.now())  # what a kill right after the marker leaves
 
     await outbox.deliver_due()
 
     assert fake_slack.dedup_keys() == ["alert:warm-up:0", "alert:run-1:run-cap:e0:1"]
-    assert reads(fake_slack) == ["conversations.history"] and store.pending() == []
+    assert reads(fake_slack) == ["conversations.history"] and store.outbox.pending() == []
 
 
 SENDER = textwrap.dedent(
@@ -279,11 +279,11 @@ def test_a_sender_killed_mid_post_does_not_post_again_after_restart(fake_slack: 
     async def restart() -> None:
         with StateStore(db) as store:
             outbox = OutboxDispatcher(store=store, notifiers=[SlackNotifier(fake_slack.settings())], clock=SYSTEM_CLOCK)
-            [item] = store.pending()
+            [item] = store.outbox.pending()
             assert item.attempt_started_at is not None  # the kill left it "maybe sent"
             report = await outbox.deliver_due()
             await outbox.aclose()
-            assert report.delivered == 1 and store.pending() == []
+            assert report.delivered == 1 and store.outbox.pending() == []
 
     asyncio.run(restart())
 
@@ -314,7 +314,7 @@ SOAK_SENDER = textwrap.dedent(
             outbox.publish(Notification(kind="alert", dedup_key=f"alert:{thread}:{n}", thread_key=thread,
                                         severity="warning", title=f"m{n}", text="", created_at=1.8e9))
         print("ready", flush=True)
-        while store.pending():
+        while store.outbox.pending():
             await outbox.deliver_due()
             await asyncio.sleep(0.02)
         print("done", flush=True)

@@ -86,7 +86,7 @@ async def test_publish_queues_on_every_channel_or_only_the_configured_ones_asked
     finally:
         await outbox.aclose()
 
-    queued = [(item.notification.dedup_key, item.channel) for item in store.pending()]
+    queued = [(item.notification.dedup_key, item.channel) for item in store.outbox.pending()]
     assert queued == [("key-1", "slack"), ("key-1", "console"), ("key-2", "console")]
 
 
@@ -134,8 +134,8 @@ def test_the_backlog_is_counted_from_an_index_not_a_table_scan(tmp_path: Path, c
     path = tmp_path / "state.db"
     with StateStore(path) as store:
         for n in range(2000):
-            store.enqueue(note(n), channels=["slack", "webhook"], now=clock.now())
-        assert store.outbox_backlog("slack") == (2000, clock.now())
+            store.outbox.enqueue(note(n), channels=["slack", "webhook"], now=clock.now())
+        assert store.outbox.outbox_backlog("slack") == (2000, clock.now())
     statements: list[str] = []
     with sqlite3.connect(path) as conn:
         conn.set_trace_callback(statements.append)
@@ -170,7 +170,7 @@ async def test_send_direct_reports_each_channel_and_never_touches_the_store(
     assert sent == {"slack": True, "console": True, "webhook": False, "broken": False}
     assert only_console == {"console": True}
     assert "state store failing" in fake_slack.messages[0]["text"] and "state store failing" in console.getvalue()
-    assert store.pending() == [] and store.enqueue(blind, channels=["slack"], now=clock.now())
+    assert store.outbox.pending() == [] and store.outbox.enqueue(blind, channels=["slack"], now=clock.now())
     failures = {e["channel"] for e in logs if e["event"] == "notification_direct_send_failed"}
     assert failures == {"webhook", "broken"}
 
@@ -201,7 +201,7 @@ async def test_a_reload_with_a_fixed_token_delivers_at_once_and_closes_the_old_n
     outbox = OutboxDispatcher(store=store, notifiers=[wrong, old_console], clock=clock)
     outbox.publish(note(1))
     await outbox.deliver_due()
-    [waiting] = store.pending()
+    [waiting] = store.outbox.pending()
     assert waiting.next_attempt_at == clock.now() + 300.0  # invalid_auth: retried slowly, until fixed
 
     new_console = ClosableConsole(io.StringIO())
@@ -209,7 +209,7 @@ async def test_a_reload_with_a_fixed_token_delivers_at_once_and_closes_the_old_n
     report = await outbox.deliver_due()  # no waiting out the 300 s
     await outbox.aclose()
 
-    assert report.delivered == 1 and fake_slack.dedup_keys() == ["key-1"] and store.pending() == []
+    assert report.delivered == 1 and fake_slack.dedup_keys() == ["key-1"] and store.outbox.pending() == []
     assert old_console.closed and new_console.closed
     assert outbox.channel_health()["slack"].healthy
 
@@ -226,7 +226,7 @@ async def test_a_reload_waits_for_the_delivery_in_flight(
     await outbox.replace_notifiers([SlackNotifier(fake_slack.settings())])
 
     assert delivering.done() and (await delivering).delivered == 1
-    assert store.pending() == [] and len(fake_slack.messages) == 1
+    assert store.outbox.pending() == [] and len(fake_slack.messages) == 1
     await outbox.aclose()
 
 
@@ -235,7 +235,7 @@ async def test_items_of_a_removed_channel_wait_and_go_when_it_returns(
 ) -> None:
     console = io.StringIO()
     # Queued for Slack by an earlier configuration (a restart or a reload dropped Slack since).
-    store.enqueue(note(2), channels=["slack"], now=clock.now())
+    store.outbox.enqueue(note(2), channels=["slack"], now=clock.now())
     outbox = OutboxDispatcher(store=store, notifiers=[ConsoleNotifier(console)], clock=clock)
     outbox.publish(note(1))
 
@@ -243,13 +243,13 @@ async def test_items_of_a_removed_channel_wait_and_go_when_it_returns(
         await outbox.deliver_due()
         await outbox.deliver_due()
     assert [e["channel"] for e in logs if e["event"] == "notifications_queued_for_missing_channel"] == ["slack"]
-    assert [item.channel for item in store.pending()] == ["slack"]
+    assert [item.channel for item in store.outbox.pending()] == ["slack"]
 
     await outbox.replace_notifiers([ConsoleNotifier(console), SlackNotifier(fake_slack.settings())])
     await outbox.deliver_due()
     await outbox.aclose()
 
-    assert fake_slack.dedup_keys() == ["key-2"] and store.pending() == []
+    assert fake_slack.dedup_keys() == ["key-2"] and store.outbox.pending() == []
 
 
 async def test_a_reload_to_another_slack_channel_does_not_read_the_old_one(fake_slack: FakeSlack) -> None:

@@ -108,11 +108,11 @@ async def test_tiers_superseded_during_an_outage_are_folded_into_the_newest(
         "Supersedes 2 earlier messages not sent while Slack was unreachable: “exp-42 at 50% of run-cap”"
         " (queued 08:00:00 UTC); “exp-42 at 80% of run-cap” (queued 08:03:00 UTC)."
     ) in newest["text"]
-    assert newest["thread_ts"] is None and store.thread_ref("slack", THREAD) == newest["ts"]
+    assert newest["thread_ts"] is None and store.outbox.thread_ref("slack", THREAD) == newest["ts"]
     folded = [e for e in logs if e["event"] == "notification_superseded"]
     assert [e["dedup_key"] for e in folded] == [f"alert:{THREAD}:t1", f"alert:{THREAD}:t2"]
-    assert outbox.superseded_total == {"slack": 2} and store.superseded_count(channel="slack") == 2
-    assert store.pending() == []
+    assert outbox.superseded_total == {"slack": 2} and store.outbox.superseded_count(channel="slack") == 2
+    assert store.outbox.pending() == []
     # Folding is per channel: the healthy console printed every tier when it happened.
     assert all(tier in console.getvalue() for tier in ("50% of run-cap", "80% of run-cap", "breached"))
 
@@ -134,7 +134,7 @@ async def test_an_alert_that_opened_and_resolved_during_an_outage_is_one_message
         "This alert opened and resolved while Slack was unreachable; not sent at the time:"
         " “exp-42 breached run-cap” (queued 08:00:00 UTC)."
     ) in only["text"]
-    assert store.pending() == [] and outbox.superseded_total == {"slack": 1}
+    assert store.outbox.pending() == [] and outbox.superseded_total == {"slack": 1}
 
 
 async def test_a_resolve_folds_the_unsent_tier_and_replies_in_the_delivered_thread(

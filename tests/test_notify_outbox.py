@@ -69,12 +69,12 @@ async def deliver_until_empty(
     """Advance the clock to each next attempt and deliver, until the outbox is empty; returns passes run."""
     for passes in range(1, rounds + 1):
         await outbox.deliver_due()
-        left = store.pending()
+        left = store.outbox.pending()
         if not left:
             return passes
         waits = [item.next_attempt_at - clock.now() for item in left if item.next_attempt_at > clock.now()]
         clock.advance(min(waits, default=0.0))
-    raise AssertionError(f"outbox still holds {len(store.pending())} items after {rounds} passes")
+    raise AssertionError(f"outbox still holds {len(store.outbox.pending())} items after {rounds} passes")
 
 
 async def test_one_notification_is_one_message(
@@ -92,7 +92,7 @@ async def test_one_notification_is_one_message(
     assert message["channel"] == "#budgets" and message["thread_ts"] is None
     assert "Run exp-42 passed its budget" in message["text"]
     assert "Run exp-42 passed its budget" in message["blocks"][0]["text"]["text"]
-    assert store.delivered_count(channel="slack") == 1 and store.pending() == []
+    assert store.outbox.delivered_count(channel="slack") == 1 and store.outbox.pending() == []
 
 
 async def test_a_duplicate_publish_sends_nothing(
@@ -171,7 +171,7 @@ async def test_slack_down_for_a_while_then_delivered_exactly_once(
         before = clock.now()
         report = await outbox.deliver_due()
         assert (report.delivered, report.failed) == (0, 1)
-        [head, _second] = store.pending()
+        [head, _second] = store.outbox.pending()
         assert head.attempts == len(delays) + 1 and "500" in (head.last_error or "")
         delays.append(head.next_attempt_at - before)
         # Nothing is sent before the backoff ends: the channel rests, in order.
@@ -182,7 +182,7 @@ async def test_slack_down_for_a_while_then_delivered_exactly_once(
 
     final = await outbox.deliver_due()
 
-    assert final.delivered == 2 and store.pending() == []
+    assert final.delivered == 2 and store.outbox.pending() == []
     assert len(fake_slack.messages) == 2 and len(fake_slack.requests) == 6
     assert runtime.notifications_failed["slack"] == 4
     # A channel that is down is probed every probe_interval (min(retry_max, 5 s)), never backed off
@@ -219,7 +219,7 @@ async def test_rate_limited_waits_exactly_retry_after_then_delivers_once(
 
     await outbox.deliver_due()
 
-    [item] = store.pending()
+    [item] = store.outbox.pending()
     assert item.next_attempt_at == start + 7 and item.attempts == 1
     clock.advance(6.9)
     await outbox.deliver_due()
@@ -242,7 +242,7 @@ async def test_invalid_auth_is_logged_loudly_kept_and_retried_slowly(
     with structlog.testing.capture_logs() as logs:
         await outbox.deliver_due()
 
-    [item] = store.pending()
+    [item] = store.outbox.pending()
     assert item.next_attempt_at == start + 300.0 and "invalid_auth" in (item.last_error or "")
     [event] = [e for e in logs if e["event"] == "notification_failed_permanently"]
     assert event["log_level"] == "error" and "invalid_auth" in event["error"]

@@ -28,44 +28,52 @@ def test_a_version_1_file_with_queued_items_migrates_and_keeps_them(tmp_path: Pa
     conn.close()
 
     with StateStore(path) as store:
-        [item] = store.pending()
+        [item] = store.outbox.pending()
         assert store.schema_version == 2
         assert item.notification == queued and item.queued_at == T0 - 50 and item.attempt_started_at is None
-        assert [(e.kind, e.state) for e in store.thread_entries(channel="slack", thread_key="run-1:cap:e0")] == [
+        assert [(e.kind, e.state) for e in store.outbox.thread_entries(channel="slack", thread_key="run-1:cap:e0")] == [
             ("alert", "open")
         ]
-        assert store.outbox_backlog("slack") == (1, T0 - 50)
+        assert store.outbox.outbox_backlog("slack") == (1, T0 - 50)
 
 
 def test_superseded_items_leave_the_queue_and_travel_with_the_newest(tmp_path: Path) -> None:
     with StateStore(tmp_path / "state.db") as store:
         for tier in (1, 2, 3):
-            store.enqueue(make_notification(dedup_key=f"t{tier}", title=f"tier {tier}"), channels=["slack"], now=T0)
-        first, second, third = store.pending()
+            store.outbox.enqueue(
+                make_notification(dedup_key=f"t{tier}", title=f"tier {tier}"), channels=["slack"], now=T0
+            )
+        first, second, third = store.outbox.pending()
 
-        assert store.mark_superseded(first.id, by=second.id, now=T0 + 1)
-        assert store.mark_superseded(second.id, by=third.id, now=T0 + 2)
-        assert not store.mark_superseded(second.id, by=third.id, now=T0 + 3)  # no longer open
+        assert store.outbox.mark_superseded(first.id, by=second.id, now=T0 + 1)
+        assert store.outbox.mark_superseded(second.id, by=third.id, now=T0 + 2)
+        assert not store.outbox.mark_superseded(second.id, by=third.id, now=T0 + 3)  # no longer open
 
-        assert [item.id for item in store.pending()] == [third.id]
-        assert [item.id for item in store.due(now=T0 + 10)] == [third.id]
+        assert [item.id for item in store.outbox.pending()] == [third.id]
+        assert [item.id for item in store.outbox.due(now=T0 + 10)] == [third.id]
         # The first was folded into the second, which was folded into the third: both travel with it.
-        assert [item.notification.title for item in store.superseded_into(third.id)] == ["tier 1", "tier 2"]
-        assert store.superseded_count(channel="slack") == 2 and store.outbox_backlog("slack") == (1, T0)
+        assert [item.notification.title for item in store.outbox.superseded_into(third.id)] == ["tier 1", "tier 2"]
+        assert store.outbox.superseded_count(channel="slack") == 2 and store.outbox.outbox_backlog("slack") == (1, T0)
 
 
 def test_attempt_markers_release_and_a_root_ref_stored_with_its_delivery(tmp_path: Path) -> None:
     with StateStore(tmp_path / "state.db") as store:
-        store.enqueue(make_notification(dedup_key="a", thread_key="t"), channels=["slack", "webhook"], now=T0)
-        slack, webhook = store.pending()
-        store.mark_attempt_started(slack.id, at=T0 + 1)
-        store.mark_failed(slack.id, error="timeout", next_attempt_at=T0 + 300, attempt_started_at=T0 + 1)
-        store.mark_failed(webhook.id, error="HTTP 400", next_attempt_at=T0 + 300)
-        assert [(i.channel, i.attempt_started_at) for i in store.pending()] == [("slack", T0 + 1), ("webhook", None)]
+        store.outbox.enqueue(make_notification(dedup_key="a", thread_key="t"), channels=["slack", "webhook"], now=T0)
+        slack, webhook = store.outbox.pending()
+        store.outbox.mark_attempt_started(slack.id, at=T0 + 1)
+        store.outbox.mark_failed(slack.id, error="timeout", next_attempt_at=T0 + 300, attempt_started_at=T0 + 1)
+        store.outbox.mark_failed(webhook.id, error="HTTP 400", next_attempt_at=T0 + 300)
+        assert [(i.channel, i.attempt_started_at) for i in store.outbox.pending()] == [
+            ("slack", T0 + 1),
+            ("webhook", None),
+        ]
 
-        assert store.release_channel("slack", now=T0 + 2) == 1
-        assert [i.channel for i in store.due(now=T0 + 2)] == ["slack"]
+        assert store.outbox.release_channel("slack", now=T0 + 2) == 1
+        assert [i.channel for i in store.outbox.due(now=T0 + 2)] == ["slack"]
 
-        store.mark_delivered(slack.id, now=T0 + 3, thread_key="t", ref="1800000003.000100")
-        assert store.thread_ref("slack", "t") == "1800000003.000100" and store.thread_ref("webhook", "t") is None
-        assert store.open_outbox_channels() == {"webhook": 1}
+        store.outbox.mark_delivered(slack.id, now=T0 + 3, thread_key="t", ref="1800000003.000100")
+        assert (
+            store.outbox.thread_ref("slack", "t") == "1800000003.000100"
+            and store.outbox.thread_ref("webhook", "t") is None
+        )
+        assert store.outbox.open_outbox_channels() == {"webhook": 1}

@@ -129,7 +129,7 @@ async def test_a_ten_minute_outage_is_probed_every_few_seconds_and_drains_at_onc
             await outbox.deliver_due()
             if outbox.channel_health()["slack"].consecutive_failures > failures:
                 probes.append(clock.now() - start)
-            if second >= 600 and drained_at is None and store.pending() == []:
+            if second >= 600 and drained_at is None and store.outbox.pending() == []:
                 drained_at = clock.now() - start
             clock.advance(2.0)
     finally:

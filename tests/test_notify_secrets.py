@@ -86,7 +86,7 @@ async def deliver_and_collect(notifier: Notifier, store: StateStore) -> list[Any
     health = outbox.channel_health()
     await outbox.aclose()
     assert report.failed == 1
-    return [logs, [item.last_error for item in store.pending()], health]
+    return [logs, [item.last_error for item in store.outbox.pending()], health]
 
 
 @pytest.mark.parametrize("answer", ["echo-500", "echo-decoded-400", "echo-json-404", "redirect"])

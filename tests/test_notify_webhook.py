@@ -150,14 +150,14 @@ async def test_webhook_retries_through_the_outbox_and_delivers_once(
     start = clock.now()
 
     await outbox.deliver_due()
-    assert store.pending()[0].next_attempt_at == start + 12
+    assert store.outbox.pending()[0].next_attempt_at == start + 12
     clock.advance(12)
     await outbox.deliver_due()
-    clock.advance(store.pending()[0].next_attempt_at - clock.now())
+    clock.advance(store.outbox.pending()[0].next_attempt_at - clock.now())
     await outbox.deliver_due()
     await outbox.deliver_due()
 
-    assert len(receiver.documents) == 1 and store.pending() == []
+    assert len(receiver.documents) == 1 and store.outbox.pending() == []
 
 
 async def test_every_attempt_carries_the_same_idempotency_key_even_after_a_restart(
@@ -169,11 +169,11 @@ async def test_every_attempt_carries_the_same_idempotency_key_even_after_a_resta
         first = OutboxDispatcher(store=store, notifiers=[webhook], clock=clock)
         first.publish(make_notification(dedup_key="alert:run-1:cap:e0:t2"))
         await first.deliver_due()
-        clock.advance(store.pending()[0].next_attempt_at - clock.now())
+        clock.advance(store.outbox.pending()[0].next_attempt_at - clock.now())
         await first.deliver_due()
     with StateStore(tmp_path / "state.db") as store:  # a restart: the same key, from the store
         second = OutboxDispatcher(store=store, notifiers=[webhook], clock=clock)
-        clock.advance(store.pending()[0].next_attempt_at - clock.now())
+        clock.advance(store.outbox.pending()[0].next_attempt_at - clock.now())
         await second.deliver_due()
 
     assert receiver.keys == ["alert:run-1:cap:e0:t2"] * 3
@@ -193,7 +193,7 @@ async def test_a_refused_message_does_not_hold_back_the_next_one(
 
     assert (report.delivered, report.failed) == (1, 1)
     assert [d["title"] for d in receiver.documents] == ["fine"]
-    assert [item.notification.dedup_key for item in store.pending()] == ["a"]
+    assert [item.notification.dedup_key for item in store.outbox.pending()] == ["a"]
 
 
 async def test_one_channel_failing_does_not_block_another(
@@ -212,11 +212,11 @@ async def test_one_channel_failing_does_not_block_another(
 
         assert [d["title"] for d in receiver.documents] == ["alert 0", "alert 1", "alert 2"]
         assert (report.delivered, report.failed, report.deferred) == (3, 1, 2)
-        assert len(store.pending(channel="slack")) == 3 and store.pending(channel="webhook") == []
+        assert len(store.outbox.pending(channel="slack")) == 3 and store.outbox.pending(channel="webhook") == []
         assert runtime.alerts_sent[("run-cap", "critical")] == 3
 
         fake_slack.reset()
-        clock.advance(store.pending(channel="slack")[0].next_attempt_at - clock.now())
+        clock.advance(store.outbox.pending(channel="slack")[0].next_attempt_at - clock.now())
         await outbox.deliver_due()
     finally:
         await outbox.aclose()

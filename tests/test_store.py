@@ -328,8 +328,8 @@ def test_alert_state_round_trips_and_filters_firing(store: StateStore) -> None:
 
 def test_notification_round_trips_with_tuple_fields(store: StateStore) -> None:
     sent = notification()
-    assert store.enqueue(sent, channels=["slack"], now=T0)
-    [item] = store.pending()
+    assert store.outbox.enqueue(sent, channels=["slack"], now=T0)
+    [item] = store.outbox.pending()
     assert item.notification == sent
     assert item.notification.fields == (("cost", "$40.00"), ("limit", "$50.00"))
     assert isinstance(item.notification.fields[0], tuple)
@@ -337,67 +337,67 @@ def test_notification_round_trips_with_tuple_fields(store: StateStore) -> None:
 
 
 def test_enqueue_deduplicates_for_ever(db_path: Path, store: StateStore) -> None:
-    assert store.enqueue(notification(), channels=["slack", "webhook"], now=T0) is True
-    assert store.enqueue(notification(), channels=["slack", "console"], now=T0 + 1) is False
-    assert [i.channel for i in store.pending()] == ["slack", "webhook"]
-    for item in store.pending():
-        store.mark_delivered(item.id, now=T0 + 2)
+    assert store.outbox.enqueue(notification(), channels=["slack", "webhook"], now=T0) is True
+    assert store.outbox.enqueue(notification(), channels=["slack", "console"], now=T0 + 1) is False
+    assert [i.channel for i in store.outbox.pending()] == ["slack", "webhook"]
+    for item in store.outbox.pending():
+        store.outbox.mark_delivered(item.id, now=T0 + 2)
     # Delivered does not mean forgotten: the same key is still refused.
-    assert store.enqueue(notification(), channels=["slack"], now=T0 + 3) is False
+    assert store.outbox.enqueue(notification(), channels=["slack"], now=T0 + 3) is False
     assert count_rows(db_path, "notifications") == 1
-    assert store.pending() == []
+    assert store.outbox.pending() == []
 
 
 def test_due_respects_next_attempt_and_orders_oldest_first(store: StateStore) -> None:
     for key in ("k1", "k2", "k3"):
-        store.enqueue(notification(key), channels=["slack"], now=T0)
-    first = store.pending()[0]
-    store.mark_failed(first.id, error="HTTP 503", next_attempt_at=T0 + 30)
-    assert [i.notification.dedup_key for i in store.due(now=T0)] == ["k2", "k3"]
-    assert [i.notification.dedup_key for i in store.due(now=T0, limit=1)] == ["k2"]
-    assert [i.notification.dedup_key for i in store.due(now=T0 + 30)] == ["k1", "k2", "k3"]
-    assert [i.notification.dedup_key for i in store.pending()] == ["k1", "k2", "k3"]
+        store.outbox.enqueue(notification(key), channels=["slack"], now=T0)
+    first = store.outbox.pending()[0]
+    store.outbox.mark_failed(first.id, error="HTTP 503", next_attempt_at=T0 + 30)
+    assert [i.notification.dedup_key for i in store.outbox.due(now=T0)] == ["k2", "k3"]
+    assert [i.notification.dedup_key for i in store.outbox.due(now=T0, limit=1)] == ["k2"]
+    assert [i.notification.dedup_key for i in store.outbox.due(now=T0 + 30)] == ["k1", "k2", "k3"]
+    assert [i.notification.dedup_key for i in store.outbox.pending()] == ["k1", "k2", "k3"]
 
 
 def test_mark_failed_counts_attempts_and_keeps_the_error(store: StateStore) -> None:
-    store.enqueue(notification(), channels=["webhook"], now=T0)
-    [item] = store.pending()
-    store.mark_failed(item.id, error="connect refused", next_attempt_at=T0 + 10)
-    store.mark_failed(item.id, error="HTTP 500", next_attempt_at=T0 + 40)
-    [again] = store.pending()
+    store.outbox.enqueue(notification(), channels=["webhook"], now=T0)
+    [item] = store.outbox.pending()
+    store.outbox.mark_failed(item.id, error="connect refused", next_attempt_at=T0 + 10)
+    store.outbox.mark_failed(item.id, error="HTTP 500", next_attempt_at=T0 + 40)
+    [again] = store.outbox.pending()
     assert (again.attempts, again.last_error, again.next_attempt_at) == (2, "HTTP 500", T0 + 40)
-    assert store.due(now=T0 + 39) == []
+    assert store.outbox.due(now=T0 + 39) == []
 
 
 def test_each_channel_is_delivered_independently(store: StateStore) -> None:
-    store.enqueue(notification(), channels=["slack", "webhook", "console"], now=T0)
-    by_channel = {item.channel: item for item in store.pending()}
-    store.mark_delivered(by_channel["console"].id, now=T0)
-    store.mark_failed(by_channel["slack"].id, error="ratelimited", next_attempt_at=T0 + 60)
-    assert [i.channel for i in store.due(now=T0)] == ["webhook"]
-    assert [i.channel for i in store.due(now=T0, channel="slack")] == []
-    assert [i.channel for i in store.pending(channel="slack")] == ["slack"]
-    assert store.delivered_count() == 1
-    assert store.delivered_count(channel="console") == 1
-    assert store.delivered_count(channel="slack") == 0
-    store.mark_delivered(by_channel["console"].id, now=T0 + 5)  # twice is harmless
-    assert store.delivered_count() == 1
+    store.outbox.enqueue(notification(), channels=["slack", "webhook", "console"], now=T0)
+    by_channel = {item.channel: item for item in store.outbox.pending()}
+    store.outbox.mark_delivered(by_channel["console"].id, now=T0)
+    store.outbox.mark_failed(by_channel["slack"].id, error="ratelimited", next_attempt_at=T0 + 60)
+    assert [i.channel for i in store.outbox.due(now=T0)] == ["webhook"]
+    assert [i.channel for i in store.outbox.due(now=T0, channel="slack")] == []
+    assert [i.channel for i in store.outbox.pending(channel="slack")] == ["slack"]
+    assert store.outbox.delivered_count() == 1
+    assert store.outbox.delivered_count(channel="console") == 1
+    assert store.outbox.delivered_count(channel="slack") == 0
+    store.outbox.mark_delivered(by_channel["console"].id, now=T0 + 5)  # twice is harmless
+    assert store.outbox.delivered_count() == 1
 
 
 def test_enqueue_needs_a_channel(store: StateStore) -> None:
     with pytest.raises(ValueError, match="channel"):
-        store.enqueue(notification(), channels=[], now=T0)
-    assert store.enqueue(notification(), channels=["slack"], now=T0)
+        store.outbox.enqueue(notification(), channels=[], now=T0)
+    assert store.outbox.enqueue(notification(), channels=["slack"], now=T0)
 
 
 def test_thread_refs(store: StateStore) -> None:
-    assert store.thread_ref("slack", "run-a/run-cap/1") is None
-    store.set_thread_ref("slack", "run-a/run-cap/1", "1800000000.000100")
-    store.set_thread_ref("webhook", "run-a/run-cap/1", "other")
-    assert store.thread_ref("slack", "run-a/run-cap/1") == "1800000000.000100"
-    store.set_thread_ref("slack", "run-a/run-cap/1", "1800000001.000200")
-    assert store.thread_ref("slack", "run-a/run-cap/1") == "1800000001.000200"
-    assert store.thread_ref("webhook", "run-a/run-cap/1") == "other"
+    assert store.outbox.thread_ref("slack", "run-a/run-cap/1") is None
+    store.outbox.set_thread_ref("slack", "run-a/run-cap/1", "1800000000.000100")
+    store.outbox.set_thread_ref("webhook", "run-a/run-cap/1", "other")
+    assert store.outbox.thread_ref("slack", "run-a/run-cap/1") == "1800000000.000100"
+    store.outbox.set_thread_ref("slack", "run-a/run-cap/1", "1800000001.000200")
+    assert store.outbox.thread_ref("slack", "run-a/run-cap/1") == "1800000001.000200"
+    assert store.outbox.thread_ref("webhook", "run-a/run-cap/1") == "other"
 
 
 # -- action log ------------------------------------------------------------------------------------------
@@ -474,8 +474,8 @@ def test_a_new_store_on_the_same_file_sees_everything(db_path: Path) -> None:
         first.remember_run("run-a", source="config", seen_at=T0)
         first.save_wallet_snapshot(wallet_snapshot())
         first.save_alert(AlertState(subject="run-a", rule="run-cap", tier=1, opened_at=T0))
-        first.enqueue(notification(), channels=["slack"], now=T0)
-        first.set_thread_ref("slack", "t", "ts-1")
+        first.outbox.enqueue(notification(), channels=["slack"], now=T0)
+        first.outbox.set_thread_ref("slack", "t", "ts-1")
         intent = first.append_action(action("delete_intent"))
         first.protect("run-a", until=None, reason="x", now=T0)
         first.set_meta("k", "v")
@@ -485,9 +485,9 @@ def test_a_new_store_on_the_same_file_sees_everything(db_path: Path) -> None:
         assert list(second.known_runs()) == ["run-a"]
         assert second.latest_wallet() == wallet_snapshot()
         assert second.alerts(firing_only=True)[0].opened_at == T0
-        assert second.enqueue(notification(), channels=["slack"], now=T0) is False
-        assert [i.notification for i in second.due(now=T0)] == [notification()]
-        assert second.thread_ref("slack", "t") == "ts-1"
+        assert second.outbox.enqueue(notification(), channels=["slack"], now=T0) is False
+        assert [i.notification for i in second.outbox.due(now=T0)] == [notification()]
+        assert second.outbox.thread_ref("slack", "t") == "ts-1"
         assert [r.id for r in second.open_actions("delete_intent")] == [intent]
         assert [p.run_id for p in second.protections(now=T0)] == ["run-a"]
         assert second.get_meta("k") == "v"

@@ -121,7 +121,7 @@ class OutboxDispatcher:
         if not targets:
             log.debug("notification_dropped_no_channels", dedup_key=notification.dedup_key, asked=channels)
             return False
-        added = self._store.enqueue(notification, channels=targets, now=self._clock.now())
+        added = self._store.outbox.enqueue(notification, channels=targets, now=self._clock.now())
         if added:
             log.info("notification_queued", dedup_key=notification.dedup_key, kind=notification.kind, channels=targets)
         return added
@@ -152,7 +152,7 @@ class OutboxDispatcher:
         Raises StoreError when the state store cannot be read."""
         health: dict[str, ChannelHealth] = {}
         for channel, state in self._channels.states.items():
-            backlog, oldest = self._store.outbox_backlog(channel)
+            backlog, oldest = self._store.outbox.outbox_backlog(channel)
             health[channel] = state.snapshot(backlog=backlog, oldest_undelivered_at=oldest)
         return health
 
@@ -178,7 +178,7 @@ class OutboxDispatcher:
                 if old.get(channel) is not notifier:
                     # New credentials or target: whatever waited for a fix goes now.
                     self._channels.states[channel].resting_until = 0.0
-                    self._store.release_channel(channel, now=now)
+                    self._store.outbox.release_channel(channel, now=now)
             for channel in old.keys() - self._channels.notifiers.keys():
                 log.warning("notification_channel_removed", channel=channel)
         kept = {id(n) for n in self._channels.notifiers.values()}
@@ -215,11 +215,13 @@ class OutboxDispatcher:
         notifier = self._channels.notifiers[channel]
         state = self._channels.states[channel]
         if self._clock.now() < state.resting_until:
-            tally["deferred"] = len(self._store.due(now=self._clock.now(), channel=channel, limit=self._batch_size))
+            tally["deferred"] = len(
+                self._store.outbox.due(now=self._clock.now(), channel=channel, limit=self._batch_size)
+            )
             return tally
         deadline = self._clock.monotonic() + self._pass_seconds
         after_id = 0
-        while items := self._store.due(
+        while items := self._store.outbox.due(
             now=self._clock.now(), channel=channel, limit=self._batch_size, after_id=after_id
         ):
             for index, item in enumerate(items):
@@ -239,7 +241,7 @@ class OutboxDispatcher:
     async def _process(self, notifier: Notifier, state: ChannelState, item: OutboxEntry) -> Outcome:
         channel, notification = item.channel, item.notification
         thread_key = notification.thread_key
-        thread_ref = self._store.thread_ref(channel, thread_key) if thread_key else None
+        thread_ref = self._store.outbox.thread_ref(channel, thread_key) if thread_key else None
         lookup = notifier if isinstance(notifier, SentMessageLookup) else None
         if lookup is not None and item.attempt_started_at is not None:
             try:
@@ -255,12 +257,12 @@ class OutboxDispatcher:
                 return "delivered"
             if found.unavailable is not None:
                 self._lookup_unavailable(state, item, found.unavailable)
-        thread = self._store.thread_entries(channel=channel, thread_key=thread_key) if thread_key else []
+        thread = self._store.outbox.thread_entries(channel=channel, thread_key=thread_key) if thread_key else []
         # Only a late item is folded: in normal operation every tier crossing is its own message.
         late = self._clock.now() - _queued_at(item) > self._stale_after
         newer = notes.superseding_id(item.id, notification.kind, thread) if late else None
         if newer is not None:
-            if not self._store.mark_superseded(item.id, by=newer, now=self._clock.now()):
+            if not self._store.outbox.mark_superseded(item.id, by=newer, now=self._clock.now()):
                 return "deferred"  # no longer open: nothing to send
             self.superseded_total[channel] += 1
             log.info("notification_superseded", channel=channel, item_id=item.id, dedup_key=notification.dedup_key,
@@ -272,7 +274,7 @@ class OutboxDispatcher:
         started = self._clock.now()
         if lookup is not None:
             # Committed before the request leaves: after a crash this item says "maybe sent".
-            self._store.mark_attempt_started(item.id, at=started)
+            self._store.outbox.mark_attempt_started(item.id, at=started)
         try:
             ref = await notifier.send(annotated, thread_ref=thread_ref)
         except Exception as error:
@@ -290,7 +292,7 @@ class OutboxDispatcher:
         lines: list[str] = []
         if now - queued_at > self._stale_after:
             lines.append(notes.delayed_note(queued_at=queued_at, now=now, cause=cause))
-        folded = self._store.superseded_into(item.id) if item.notification.thread_key else []
+        folded = self._store.outbox.superseded_into(item.id) if item.notification.thread_key else []
         if folded:
             note = notes.folded_note(item.notification, folded, thread_reached_channel=reached, cause=cause, now=now)
             lines.append(note)
@@ -304,11 +306,11 @@ class OutboxDispatcher:
         # First, before anything else can fail: this is what makes delivery exactly once. A new thread
         # root's ref is stored with it, so no crash leaves its follow-ups without a thread.
         root = notification.thread_key if notification.thread_key and thread_ref is None and ref else None
-        self._store.mark_delivered(item.id, now=now, thread_key=root, ref=ref if root else None)
+        self._store.outbox.mark_delivered(item.id, now=now, thread_key=root, ref=ref if root else None)
         outage_started = state.failing_since
         failures = state.consecutive_failures
         if state.recovered(now=now):
-            released = self._store.release_channel(item.channel, now=now)
+            released = self._store.outbox.release_channel(item.channel, now=now)
             down_for = round(now - outage_started, 3) if outage_started is not None else None
             log.info("notification_channel_recovered", channel=item.channel, down_for_seconds=down_for,
                      failures=failures, released=released)  # fmt: skip
@@ -332,7 +334,9 @@ class OutboxDispatcher:
         now = self._clock.now()
         delay = self.retry_delay(attempts=item.attempts, error=error)
         message = self._channels.redact(item.channel, str(error))
-        self._store.mark_failed(item.id, error=message, next_attempt_at=now + delay, attempt_started_at=unknown_since)
+        self._store.outbox.mark_failed(
+            item.id, error=message, next_attempt_at=now + delay, attempt_started_at=unknown_since
+        )
         starts_outage = True
         if error.scope == "channel":
             starts_outage = state.failed(now=now, error=message, retry_at=now + delay)

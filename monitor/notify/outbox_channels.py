@@ -94,7 +94,7 @@ class ChannelSet:
         if self._orphans_checked:
             return
         self._orphans_checked = True
-        for channel, backlog in self._store.open_outbox_channels().items():
+        for channel, backlog in self._store.outbox.open_outbox_channels().items():
             if channel not in self.notifiers and channel not in self._orphans_logged:
                 self._orphans_logged.add(channel)
                 log.warning("notifications_queued_for_missing_channel", channel=channel, backlog=backlog,

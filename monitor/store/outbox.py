@@ -1,4 +1,4 @@
-"""The notification outbox's rows: the SQL behind StateStore's outbox methods, and the row types.
+"""The notification outbox's rows: the SQL, the row types, and `OutboxTable` (StateStore.outbox).
 
 An outbox item is one notification bound for one channel. It is *open* until it is either
 delivered (`delivered_at`) or superseded (`superseded_at`: folded into a newer message of its
@@ -12,12 +12,17 @@ Every function takes a connection inside the caller's transaction (StateStore ho
 from __future__ import annotations
 
 import sqlite3
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
+from contextlib import AbstractContextManager
 from dataclasses import asdict, dataclass
 from typing import Any, Literal
 
+import structlog
+
 from monitor.records import Notification, OutboxItem
 from monitor.store.schema import decode_outbox_item, dumps
+
+log = structlog.get_logger("monitor.store.state_store")
 
 _MAX_ERROR_CHARS = 2000
 # Open: neither delivered nor superseded (with and without the outbox table's alias).
@@ -210,3 +215,110 @@ def superseded_count(conn: sqlite3.Connection, *, channel: str | None) -> int:
         query += " AND channel = ?"
         params = (channel,)
     return int(conn.execute(query, params).fetchone()[0])
+
+
+class OutboxTable:
+    """The outbox's rows, reached as `StateStore.outbox`: each call one short transaction of the store."""
+
+    def __init__(
+        self,
+        *,
+        read: Callable[[], AbstractContextManager[sqlite3.Connection]],
+        write: Callable[[], AbstractContextManager[sqlite3.Connection]],
+    ) -> None:
+        self._read = read
+        self._write = write
+
+    def enqueue(self, notification: Notification, *, channels: Sequence[str], now: float) -> bool:
+        """Queue one notification for each channel; False (and nothing added) if its dedup key was ever
+        enqueued before, delivered or not."""
+        with self._write() as conn:
+            return enqueue(conn, notification, channels=channels, now=now)
+
+    def due(self, *, now: float, channel: str | None = None, limit: int = 50, after_id: int = 0) -> list[OutboxEntry]:
+        """Open items whose next attempt is due, oldest first; `after_id` pages through them."""
+        with self._read() as conn:
+            return due(conn, now=now, channel=channel, limit=limit, after_id=after_id)
+
+    def pending(self, *, channel: str | None = None) -> list[OutboxEntry]:
+        """Every open item (neither delivered nor superseded), due or not, oldest first."""
+        with self._read() as conn:
+            return pending(conn, channel=channel)
+
+    def mark_delivered(
+        self, item_id: int, *, now: float, thread_key: str | None = None, ref: str | None = None
+    ) -> None:
+        """Delivered; with `thread_key` and `ref`, also the thread's ref on the item's channel (atomically)."""
+        with self._write() as conn:
+            changed = mark_delivered(conn, item_id, now=now, thread_key=thread_key, ref=ref)
+        if not changed:
+            log.warning("outbox_mark_delivered_noop", item_id=item_id)
+
+    def mark_failed(
+        self, item_id: int, *, error: str, next_attempt_at: float, attempt_started_at: float | None = None
+    ) -> None:
+        """One more failed attempt. `attempt_started_at` stays set only when the send may have arrived
+        all the same (a timeout, a 5xx): the next attempt looks for the message first."""
+        with self._write() as conn:
+            changed = mark_failed(
+                conn, item_id, error=error, next_attempt_at=next_attempt_at, attempt_started_at=attempt_started_at
+            )
+        if not changed:
+            log.warning("outbox_mark_failed_noop", item_id=item_id)
+
+    def mark_attempt_started(self, item_id: int, *, at: float) -> None:
+        """Written (and committed) just before a send: after a crash the item says "maybe sent"."""
+        with self._write() as conn:
+            mark_attempt_started(conn, item_id, at=at)
+
+    def mark_superseded(self, item_id: int, *, by: int, now: float) -> bool:
+        """Fold an open item into the newer item `by` of its thread; False if it was no longer open."""
+        with self._write() as conn:
+            return mark_superseded(conn, item_id, by=by, now=now)
+
+    def superseded_into(self, item_id: int) -> list[OutboxEntry]:
+        """The items folded into this one, oldest first."""
+        with self._read() as conn:
+            return superseded_into(conn, item_id)
+
+    def thread_entries(self, *, channel: str, thread_key: str) -> list[ThreadEntry]:
+        """Every item of one thread on one channel (open, delivered or superseded), oldest first."""
+        with self._read() as conn:
+            return thread_entries(conn, channel=channel, thread_key=thread_key)
+
+    def release_channel(self, channel: str, *, now: float) -> int:
+        """Make every open item of the channel due now (it recovered, or its notifier was replaced)."""
+        with self._write() as conn:
+            return release_channel(conn, channel=channel, now=now)
+
+    def outbox_backlog(self, channel: str) -> tuple[int, float | None]:
+        """(open items, when the oldest was queued) for one channel, from an index."""
+        with self._read() as conn:
+            return backlog(conn, channel=channel)
+
+    def open_outbox_channels(self) -> dict[str, int]:
+        """Open items per channel, including channels no notifier serves any more."""
+        with self._read() as conn:
+            return open_channels(conn)
+
+    def delivered_count(self, *, channel: str | None = None) -> int:
+        with self._read() as conn:
+            return delivered_count(conn, channel=channel)
+
+    def superseded_count(self, *, channel: str | None = None) -> int:
+        with self._read() as conn:
+            return superseded_count(conn, channel=channel)
+
+    def thread_ref(self, channel: str, thread_key: str) -> str | None:
+        with self._read() as conn:
+            row = conn.execute(
+                "SELECT ref FROM thread_refs WHERE channel = ? AND thread_key = ?", (channel, thread_key)
+            ).fetchone()
+        return str(row[0]) if row else None
+
+    def set_thread_ref(self, channel: str, thread_key: str, ref: str) -> None:
+        with self._write() as conn:
+            conn.execute(
+                "INSERT OR REPLACE INTO thread_refs (channel, thread_key, ref) VALUES (?, ?, ?)",
+                (channel, thread_key, ref),
+            )

@@ -23,9 +23,8 @@ from typing import Any, Literal
 
 import structlog
 
-from monitor.records import ActionRecord, AlertState, Notification, Protection
+from monitor.records import ActionRecord, AlertState, Protection
 from monitor.snapshots import RunSnapshot, WalletSnapshot
-from monitor.store import outbox as outbox_rows
 from monitor.store.file import (
     MEMORY,
     FileIdentity,
@@ -35,7 +34,7 @@ from monitor.store.file import (
     verify_still_at_path,
 )
 from monitor.store.lock import LockHolder, StateFileLock, StateLockedError
-from monitor.store.outbox import OutboxEntry, ThreadEntry
+from monitor.store.outbox import OutboxTable
 from monitor.store.schema import (
     ACTION_COLUMNS,
     ALERT_COLUMNS,
@@ -137,6 +136,8 @@ class StateStore:
                 raise
         if self.mode_warning is not None:
             log.warning("state_store_mode_too_open", path=self._path, warning=self.mode_warning)
+        # The outbox's rows (monitor.store.outbox): one short transaction of this store per call.
+        self.outbox = OutboxTable(read=self._read, write=self._write)
         log.debug("state_store_opened", path=self._path, schema_version=self._schema_version, exclusive=exclusive)
 
     # -- lifecycle -------------------------------------------------------------------------------------
@@ -373,103 +374,6 @@ class StateStore:
         with self._read() as conn:
             rows = conn.execute(f"SELECT {ALERT_COLUMNS} FROM alerts{where} ORDER BY subject, rule").fetchall()
         return [decode_alert(row) for row in rows]
-
-    # -- notification outbox ---------------------------------------------------------------------------
-    # The SQL lives in monitor.store.outbox; items are open until delivered or superseded.
-
-    def enqueue(self, notification: Notification, *, channels: Sequence[str], now: float) -> bool:
-        """Queue one notification for each channel; False (and nothing added) if its dedup key was ever
-        enqueued before, delivered or not."""
-        with self._write() as conn:
-            return outbox_rows.enqueue(conn, notification, channels=channels, now=now)
-
-    def due(self, *, now: float, channel: str | None = None, limit: int = 50, after_id: int = 0) -> list[OutboxEntry]:
-        """Open items whose next attempt is due, oldest first; `after_id` pages through them."""
-        with self._read() as conn:
-            return outbox_rows.due(conn, now=now, channel=channel, limit=limit, after_id=after_id)
-
-    def pending(self, *, channel: str | None = None) -> list[OutboxEntry]:
-        """Every open item (neither delivered nor superseded), due or not, oldest first."""
-        with self._read() as conn:
-            return outbox_rows.pending(conn, channel=channel)
-
-    def mark_delivered(
-        self, item_id: int, *, now: float, thread_key: str | None = None, ref: str | None = None
-    ) -> None:
-        """Delivered; with `thread_key` and `ref`, also the thread's ref on the item's channel (atomically)."""
-        with self._write() as conn:
-            changed = outbox_rows.mark_delivered(conn, item_id, now=now, thread_key=thread_key, ref=ref)
-        if not changed:
-            log.warning("outbox_mark_delivered_noop", item_id=item_id)
-
-    def mark_failed(
-        self, item_id: int, *, error: str, next_attempt_at: float, attempt_started_at: float | None = None
-    ) -> None:
-        """One more failed attempt. `attempt_started_at` stays set only when the send may have arrived
-        all the same (a timeout, a 5xx): the next attempt looks for the message first."""
-        with self._write() as conn:
-            changed = outbox_rows.mark_failed(
-                conn, item_id, error=error, next_attempt_at=next_attempt_at, attempt_started_at=attempt_started_at
-            )
-        if not changed:
-            log.warning("outbox_mark_failed_noop", item_id=item_id)
-
-    def mark_attempt_started(self, item_id: int, *, at: float) -> None:
-        """Written (and committed) just before a send: after a crash the item says "maybe sent"."""
-        with self._write() as conn:
-            outbox_rows.mark_attempt_started(conn, item_id, at=at)
-
-    def mark_superseded(self, item_id: int, *, by: int, now: float) -> bool:
-        """Fold an open item into the newer item `by` of its thread; False if it was no longer open."""
-        with self._write() as conn:
-            return outbox_rows.mark_superseded(conn, item_id, by=by, now=now)
-
-    def superseded_into(self, item_id: int) -> list[OutboxEntry]:
-        """The items folded into this one, oldest first."""
-        with self._read() as conn:
-            return outbox_rows.superseded_into(conn, item_id)
-
-    def thread_entries(self, *, channel: str, thread_key: str) -> list[ThreadEntry]:
-        """Every item of one thread on one channel (open, delivered or superseded), oldest first."""
-        with self._read() as conn:
-            return outbox_rows.thread_entries(conn, channel=channel, thread_key=thread_key)
-
-    def release_channel(self, channel: str, *, now: float) -> int:
-        """Make every open item of the channel due now (it recovered, or its notifier was replaced)."""
-        with self._write() as conn:
-            return outbox_rows.release_channel(conn, channel=channel, now=now)
-
-    def outbox_backlog(self, channel: str) -> tuple[int, float | None]:
-        """(open items, when the oldest was queued) for one channel, from an index."""
-        with self._read() as conn:
-            return outbox_rows.backlog(conn, channel=channel)
-
-    def open_outbox_channels(self) -> dict[str, int]:
-        """Open items per channel, including channels no notifier serves any more."""
-        with self._read() as conn:
-            return outbox_rows.open_channels(conn)
-
-    def delivered_count(self, *, channel: str | None = None) -> int:
-        with self._read() as conn:
-            return outbox_rows.delivered_count(conn, channel=channel)
-
-    def superseded_count(self, *, channel: str | None = None) -> int:
-        with self._read() as conn:
-            return outbox_rows.superseded_count(conn, channel=channel)
-
-    def thread_ref(self, channel: str, thread_key: str) -> str | None:
-        with self._read() as conn:
-            row = conn.execute(
-                "SELECT ref FROM thread_refs WHERE channel = ? AND thread_key = ?", (channel, thread_key)
-            ).fetchone()
-        return str(row[0]) if row else None
-
-    def set_thread_ref(self, channel: str, thread_key: str, ref: str) -> None:
-        with self._write() as conn:
-            conn.execute(
-                "INSERT OR REPLACE INTO thread_refs (channel, thread_key, ref) VALUES (?, ?, ?)",
-                (channel, thread_key, ref),
-            )
 
     # -- action log ------------------------------------------------------------------------------------
 
