@@ -69,6 +69,19 @@ class RunHealth:
     def last_poll_failed(self) -> bool:
         return self.consecutive_failures > 0
 
+    def succeeded(self) -> None:
+        self.last_error = None
+        self.last_kind = "ok"
+        self.failing_since = None
+        self.consecutive_failures = 0
+
+    def failed(self, *, kind: str, error: str, at: float) -> None:
+        if self.failing_since is None:
+            self.failing_since = at
+        self.consecutive_failures += 1
+        self.last_error = error
+        self.last_kind = kind
+
 
 @dataclass
 class RuntimeState:
@@ -146,53 +159,35 @@ class RuntimeState:
 
     def run_processed(self, run_id: str) -> None:
         """A reading of the run went through the rules and enforcement without an error."""
-        health = self.health.setdefault(run_id, RunHealth())
-        health.last_error = None
-        health.last_kind = "ok"
-        health.failing_since = None
-        health.consecutive_failures = 0
+        self.health.setdefault(run_id, RunHealth()).succeeded()
 
     def run_read_failed(self, run_id: str, *, kind: str, error: str, at: float, mono: float) -> RunHealth:
         """A read of a run gave nothing usable: an API error, bad data, a held decrease or a bug."""
         health = self.health.setdefault(run_id, RunHealth())
-        if health.failing_since is None:
-            health.failing_since = at
-        health.consecutive_failures += 1
-        health.last_error = error
-        health.last_kind = kind
-        self.read_failures[("usage", kind)] += 1
-        if kind in SEEING_KINDS:
-            self._seen(mono)
-        elif kind in MONITOR_WIDE_KINDS:
-            self._blind_failure(kind, error, at=at, mono=mono)
-        # else (internal_error): our own failure says nothing about the API or the key.
+        health.failed(kind=kind, error=error, at=at)
+        self._read_failed("usage", kind=kind, error=error, at=at, mono=mono)
         return health
 
     def wallet_read(self, wallet: WalletSnapshot, *, mono: float) -> None:
         self.wallet = wallet
         self.last_wallet_success_at = wallet.taken_at
         self.last_poll_success_at = wallet.taken_at
-        health = self.wallet_health
-        health.last_success_at = wallet.taken_at
-        health.last_success_mono = mono
-        health.last_error = None
-        health.last_kind = "ok"
-        health.failing_since = None
-        health.consecutive_failures = 0
+        self.wallet_health.last_success_at = wallet.taken_at
+        self.wallet_health.last_success_mono = mono
+        self.wallet_health.succeeded()
         self._seen(mono)
 
     def wallet_read_failed(self, *, kind: str, error: str, at: float, mono: float) -> None:
-        health = self.wallet_health
-        if health.failing_since is None:
-            health.failing_since = at
-        health.consecutive_failures += 1
-        health.last_error = error
-        health.last_kind = kind
-        self.read_failures[("wallet", kind)] += 1
+        self.wallet_health.failed(kind=kind, error=error, at=at)
+        self._read_failed("wallet", kind=kind, error=error, at=at, mono=mono)
+
+    def _read_failed(self, endpoint: str, *, kind: str, error: str, at: float, mono: float) -> None:
+        self.read_failures[(endpoint, kind)] += 1
         if kind in SEEING_KINDS:
             self._seen(mono)
         elif kind in MONITOR_WIDE_KINDS:
             self._blind_failure(kind, error, at=at, mono=mono)
+        # else (internal_error): our own failure says nothing about the API or the key.
 
     def config_applied(self, config_hash: str) -> None:
         """A config was loaded (at start or by a reload) and is in force."""
