@@ -154,9 +154,6 @@ def delete_refusal(metric: str) -> str | None:
         return None
     if spec.scope == "wallet":
         return "wallet rules only alert"
-    if spec.kind in ("rate", "projection"):
-        what = "a rate" if spec.kind == "rate" else "a projection"
-        return f"action delete is allowed only on a measured total, not on {what} ({metric})"
     instead = f", or cap {spec.measured_instead}" if spec.measured_instead else ""
     return (
         f"action delete needs a figure the API reports directly; {metric} is derived from "
