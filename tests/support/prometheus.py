@@ -17,7 +17,7 @@ import json
 import shutil
 import socket
 import time
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -102,10 +102,11 @@ class PrometheusProcess:
             await self.process.wait()
 
 
-def _config(targets: list[str], *, scrape_interval: str, metrics_path: str) -> str:
+def _config(targets: list[str], *, scrape_interval: str, metrics_path: str, rule_files: Sequence[Path] = ()) -> str:
     # JSON is YAML: no quoting surprises with target strings.
-    config = {
+    config: dict[str, Any] = {
         "global": {"scrape_interval": scrape_interval, "evaluation_interval": scrape_interval},
+        "rule_files": [str(path) for path in rule_files],
         "scrape_configs": [
             {
                 "job_name": "prime-cost-monitor",
@@ -127,13 +128,20 @@ def _write_config(workdir: Path, config: str) -> Path:
 
 
 async def start_prometheus(
-    *, targets: list[str], workdir: Path, scrape_interval: str = "1s", metrics_path: str = "/metrics"
+    *,
+    targets: list[str],
+    workdir: Path,
+    scrape_interval: str = "1s",
+    metrics_path: str = "/metrics",
+    rule_files: Sequence[Path] = (),
 ) -> PrometheusProcess:
-    """Start prometheus and wait until it is ready; a lost port race is retried with a new port."""
+    """Start prometheus and wait until it is ready; a lost port race is retried with a new port.
+    `rule_files` are loaded and evaluated every scrape_interval (recording rules and alerts)."""
     binary = prometheus_binary()
     if binary is None:
         pytest.skip("prometheus binary not found: install the Debian package `prometheus`")
-    config_path = _write_config(workdir, _config(targets, scrape_interval=scrape_interval, metrics_path=metrics_path))
+    config = _config(targets, scrape_interval=scrape_interval, metrics_path=metrics_path, rule_files=rule_files)
+    config_path = _write_config(workdir, config)
     last_log = ""
     for attempt in range(3):
         port = _free_port()
