@@ -297,9 +297,11 @@ class Daemon:
         try:
             new = load_settings(self.config_path)
         except ConfigError as exc:
+            self.parts.runtime.reload_rejected()
             log.error("reload_rejected", error=str(exc), config=str(self.config_path))
             return False
         except Exception as exc:  # load_settings promises ConfigError; never let a reload kill the daemon
+            self.parts.runtime.reload_rejected()
             log.error("reload_rejected", error=f"{type(exc).__name__}: {exc}"[:2000], config=str(self.config_path))
             return False
         parts, old = self.parts, self.parts.settings
@@ -324,6 +326,8 @@ class Daemon:
         if "log" in changed:
             configure_logging(fmt=new.log.format, level=new.log.level)
         parts.apply(new)
+        parts.runtime.channels_configured(parts.dispatcher.channels)
+        parts.runtime.reload_applied()
         if self.scheduler is not None:
             tick = min(new.poll.min_interval, new.poll.interval)
             self.scheduler.reschedule_job("poll_runs", trigger="interval", seconds=tick)

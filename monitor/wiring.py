@@ -89,6 +89,7 @@ def build(
         retry_max=settings.notify.retry_max,
         runtime=runtime,
     )
+    runtime.channels_configured(dispatcher.channels)
     poller = Poller(settings=settings, client=client, store=store, runtime=runtime, clock=clock)
     enforcer = Enforcer(
         settings=settings,

@@ -15,7 +15,7 @@ from monitor.config.settings import ConfigError, Settings, load_settings
 from monitor.sim.scenario import load_scenario
 
 ROOT = Path(__file__).resolve().parent.parent
-CONFIG_FILES = [*sorted((ROOT / "config").glob("*.yml")), ROOT / "deploy/kubernetes/config.yml"]
+CONFIG_FILES = [*sorted((ROOT / "config").glob("*.yml")), ROOT / "deploy/kubernetes/base/config.yml"]
 
 
 def readme_yaml_blocks() -> list[str]:

@@ -17,8 +17,7 @@ only on a failure (all the alerts, a few panels) must return data at the step th
     daemon_stopped      the daemon is stopped                       -> down
     never_scraped       a time before the first scrape              -> absent
 
-The alerts must also be quiet while the monitor is healthy. Expressions that need a metric family
-the lead adds in the restructure (issue 9) are marked xfail naming it; remove a mark once it exists.
+The alerts must also be quiet while the monitor is healthy.
 The whole run takes about 30-40 s (one scenario for all expressions, module scope).
 """
 
@@ -54,7 +53,6 @@ GRAFANA_VALUES = {
 }
 HEALTHY = "healthy"
 STEP_TIMEOUT_S = 20.0
-LEAD_GRACE_S = 2.0
 POLL_S = 0.3
 
 # The step of the scenario at which each failure-only expression must return data.
@@ -85,25 +83,6 @@ STEPS = [
     "api_down",
     "key_refused",
 ]
-
-# Families (and labels) the lead adds in the restructure; an expression that needs one is xfail.
-LEAD_FAMILIES = {
-    "prime_monitor_enforcement_mode",
-    "prime_monitor_pending_deletes",
-    "prime_run_delete_deadline_timestamp_seconds",
-    "prime_monitor_outbox_backlog",
-    "prime_monitor_outbox_oldest_queued_timestamp_seconds",
-    "prime_monitor_config_reloads_total",
-    "prime_monitor_config_last_reload_success",
-    "prime_wallet_spend_usd_total",
-    "prime_monitor_notifications_superseded_total",
-    "wallet_id:prime_wallet_spend_usd_per_hour:rate1h",  # recorded from prime_wallet_spend_usd_total
-}
-LEAD_CHANGES = {
-    "variable team": "prime_run_info's team_id label (lead)",
-    "panel Notifications A": "prime_monitor_notifications_failed_total pre-initialised at 0 per channel (lead)",
-}
-
 
 @dataclass(frozen=True)
 class Expression:
@@ -145,19 +124,10 @@ def shipped_expressions() -> list[Expression]:
 EXPRESSIONS = shipped_expressions()
 
 
-def _lead_reason(expression: Expression) -> str | None:
-    if expression.id in LEAD_CHANGES:
-        return LEAD_CHANGES[expression.id]
-    missing = sorted(expression.families & LEAD_FAMILIES)
-    return f"needs {', '.join(missing)} (lead, issue 9)" if missing else None
-
-
 def _params() -> list[Any]:
     params = []
     for expression in EXPRESSIONS:
-        reason = _lead_reason(expression)
-        marks = [pytest.mark.xfail(reason=reason, strict=True)] if reason else []
-        params.append(pytest.param(expression, id=expression.id, marks=marks))
+        params.append(pytest.param(expression, id=expression.id))
     return params
 
 
@@ -178,6 +148,7 @@ SCENARIO: dict[str, Any] = {
         {
             "id": "run-breach",
             "name": "exp-breach",
+            "team_id": "team-a",
             "base_model": "Qwen/Qwen3.5-35B-A3B",
             "rates": {"training": 60000, "inference_input": 40000, "inference_output": 40000},
             "started_ago": 600,
@@ -186,6 +157,7 @@ SCENARIO: dict[str, Any] = {
         {
             "id": "run-steady",
             "name": "exp-steady",
+            "team_id": "team-a",
             "base_model": "Qwen/Qwen3.5-4B",
             "rates": {"training": 1000, "inference_input": 600, "inference_output": 400},
             "started_ago": 600,
@@ -201,6 +173,7 @@ SCENARIO: dict[str, Any] = {
     ],
 }
 BREACHING_RUN = {
+    "team_id": "team-a",
     "base_model": "Qwen/Qwen3.5-35B-A3B",
     "rates": {"training": 60000, "inference_input": 40000, "inference_output": 40000},
     "started_ago": 600,
@@ -209,7 +182,8 @@ BREACHING_RUN = {
 
 def _daemon_config(sim: SimulatorHandle, slack: FakeSlack, *, port: int, workdir: Path) -> dict[str, Any]:
     return {
-        "api": {"base_url": sim.base_url, "timeout": "8s", "max_retries": 1},
+        # The team's wallet: discovery reads it, and every run it shows carries the team's label.
+        "api": {"base_url": sim.base_url, "timeout": "8s", "max_retries": 1, "team_id": "team-a"},
         "watch": {"discover": True, "runs": ["run-team"]},
         "poll": {"interval": 1, "min_interval": 1, "wallet_interval": 1, "burn_window": 4},
         "rules": [
@@ -222,7 +196,8 @@ def _daemon_config(sim: SimulatorHandle, slack: FakeSlack, *, port: int, workdir
             "retry_base": 0.5,
             "retry_max": 1,
         },
-        "enforce": {"dry_run": False, "grace_period": 3, "confirm_polls": 2, "max_deletes_per_hour": 2},
+        # A grace period long enough for a Prometheus that starts beside the daemon to scrape a countdown.
+        "enforce": {"dry_run": False, "grace_period": 10, "confirm_polls": 2, "max_deletes_per_hour": 2},
         "health": {"stale_intervals": 2, "blind_after": 0, "unhealthy_after": 120},
         "server": {"listen": f"127.0.0.1:{port}"},
         "state": {"path": str(workdir / "state.db")},
@@ -263,22 +238,15 @@ async def _returns_data(prom: PrometheusProcess, expression: Expression, *, at: 
 
 
 async def _watch(prom: PrometheusProcess, expressions: list[Expression], *, within: float) -> set[str]:
-    """Poll the expressions until each has returned data once, or the time is up. Expressions that
-    wait for the lead's families get a short grace once the others are all seen, not the whole time."""
+    """Poll the expressions until each has returned data once, or the time is up."""
     seen: set[str] = set()
     deadline = time.monotonic() + within
-    others_done_at: float | None = None
     while time.monotonic() < deadline:
         for expression in expressions:
             if expression.id not in seen and await _returns_data(prom, expression):
                 seen.add(expression.id)
-        unseen = [e for e in expressions if e.id not in seen]
-        if not unseen:
+        if len(seen) == len(expressions):
             break
-        if all(_lead_reason(e) for e in unseen):
-            others_done_at = others_done_at or time.monotonic()
-            if time.monotonic() - others_done_at > LEAD_GRACE_S:
-                break
         await asyncio.sleep(POLL_S)
     return seen
 
@@ -384,4 +352,3 @@ def test_the_alert_is_quiet_while_the_monitor_is_healthy(expression: Expression,
 def test_every_failure_only_expression_is_shipped() -> None:
     """A renamed panel or alert must not leave its failure step unchecked."""
     assert set(ON_FAILURE) <= {expression.id for expression in EXPRESSIONS}
-    assert set(LEAD_CHANGES) <= {expression.id for expression in EXPRESSIONS}

@@ -105,10 +105,15 @@ class SelfWatch:
     async def check(self) -> None:
         now, now_mono = self.clock.now(), self.clock.monotonic()
         try:
+            health_by_channel = self.dispatcher.channel_health()
             channels = [
                 ChannelState(channel, health.failing_since, health.last_error, health.backlog)
-                for channel, health in self.dispatcher.channel_health().items()
+                for channel, health in health_by_channel.items()
             ]
+            self.runtime.outbox_seen(
+                {c: (h.backlog, h.oldest_undelivered_at) for c, h in health_by_channel.items()},
+                self.dispatcher.superseded_total,
+            )
         except StoreError:
             channels = []  # the store is what fails: that cause is reported, channel health is unknown
         active = self._active_runs()

@@ -97,6 +97,7 @@ class Enforcer:
         self._gave_up: set[tuple[str, str]] = set()
         # One decision at a time: two passes must never both pass the cap or both delete.
         self._lock = asyncio.Lock()
+        self._show_state()
 
     @property
     def settings(self) -> Settings:
@@ -111,11 +112,20 @@ class Enforcer:
             log.warning("enforcement_resumed", reason="config reloaded", stopped_because=self._stopped)
         self._stopped = None
         self._gave_up.clear()
+        self._show_state()
 
     @property
     def stopped(self) -> str | None:
         """Why enforcement is stopped (a 401 during a delete), or None."""
         return self._stopped
+
+    def _show_state(self) -> None:
+        """The mode and the countdowns in progress, as /metrics shows them."""
+        mode = "stopped" if self._stopped is not None else "dry_run" if self._settings.enforce.dry_run else "live"
+        self.runtime.enforcement_mode_is(mode)
+        self.runtime.deletes_pending(
+            {(t.run_id, t.rule): t.pending.deadline for t in self._tracks.values() if t.pending is not None}
+        )
 
     def pending_runs(self) -> set[str]:
         """Runs with a delete pending or being confirmed: the poller reads them at the fastest interval."""
@@ -136,6 +146,7 @@ class Enforcer:
             return
         async with self._lock:
             await self._observe(evaluation, snapshot, corrected=corrected)
+            self._show_state()
 
     async def tick(self) -> None:
         """Every second: act on countdowns that are due, cancel the ones that got protected."""
@@ -152,6 +163,7 @@ class Enforcer:
                 elif track.run_id not in self.runtime.runs and not track.confirmations:
                     # The poller dropped the run (finished and past retention): nothing left to count.
                     del self._tracks[(track.run_id, track.rule)]
+            self._show_state()
 
     async def reconcile(self) -> None:
         """At start: resume open countdowns without announcing again, and complete open intents."""
@@ -182,6 +194,7 @@ class Enforcer:
                 resume_intent(track, record, store=self.store, now=now, now_mono=self.clock.monotonic())
                 log.warning("enforce_reconciling_intent", run_id=record.run_id, rule=record.rule, intent_id=record.id)
                 await self._execute(track, due=True)
+            self._show_state()
 
     # -- counting readings -------------------------------------------------------------------------
 
@@ -387,6 +400,7 @@ class Enforcer:
     async def _stop(self, track: Track, *, reason: str, extra: list[Reading] | None = None) -> None:
         assert track.pending is not None
         self._stopped = reason
+        self.runtime.enforcement_mode_is("stopped")
         log.critical("enforcement_stopped", run_id=track.run_id, rule=track.rule, error=reason)
         notice = stopped_notice(self.journal.context(track, track.pending), reason=reason, now=self.clock.now())
         why = f"the API refused the key ({reason}); enforcement stopped until a config reload or restart"

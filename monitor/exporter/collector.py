@@ -80,6 +80,9 @@ def _usage_prices(run: RunSnapshot) -> tuple[float | None, float | None, float |
     return run.training_price_per_mtok, run.inference_input_price_per_mtok, run.inference_output_price_per_mtok
 
 
+_RULE_LABELS = ["subject", "rule", "scope", "run_id"]
+
+
 class MonitorCollector(Collector):
     """Renders a RuntimeState as Prometheus families; cheap enough to run on every scrape."""
 
@@ -111,7 +114,7 @@ class MonitorCollector(Collector):
         info = GaugeMetricFamily(
             "prime_run_info",
             "A watched run: its name, base model and status. Always 1.",
-            labels=["run_id", "run_name", "base_model", "status"],
+            labels=["run_id", "run_name", "base_model", "status", "team_id"],
         )
         total_cost = GaugeMetricFamily(
             "prime_run_total_cost_usd", "The API's own total cost of a run in USD.", labels=["run_id"]
@@ -150,6 +153,7 @@ class MonitorCollector(Collector):
                     label_value(run.run_name, max_chars=MAX_NAME_LABEL_CHARS),
                     label_value(run.base_model, max_chars=MAX_NAME_LABEL_CHARS),
                     label_value(run.status),
+                    label_value(run.team_id),
                 ],
                 1.0,
             )
@@ -172,15 +176,15 @@ class MonitorCollector(Collector):
         utilisation = GaugeMetricFamily(
             "prime_rule_utilisation_ratio",
             "Fraction of a rule's limit used (value/limit; limit/value for floors such as a balance).",
-            labels=["subject", "rule"],
+            labels=_RULE_LABELS,
         )
         tier = GaugeMetricFamily(
             "prime_rule_tier",
             "Tier a rule is in: 0 within all tiers, 1..n warning tiers, n+1 breached.",
-            labels=["subject", "rule"],
+            labels=_RULE_LABELS,
         )
         breached = GaugeMetricFamily(
-            "prime_rule_breached", "1 while a rule is breached on its subject, else 0.", labels=["subject", "rule"]
+            "prime_rule_breached", "1 while a rule is breached on its subject, else 0.", labels=_RULE_LABELS
         )
         time_to_budget = GaugeMetricFamily(
             "prime_run_time_to_budget_seconds",
@@ -189,13 +193,16 @@ class MonitorCollector(Collector):
         )
         for key in sorted(self._runtime.evaluations):
             evaluation = self._runtime.evaluations[key]
-            labels = [label_value(evaluation.subject), label_value(evaluation.rule)]
-            tier.add_metric(labels, float(evaluation.tier))
-            breached.add_metric(labels, 1.0 if evaluation.breached else 0.0)
+            subject, rule = label_value(evaluation.subject), label_value(evaluation.rule)
+            # run_id as its own label (empty for wallet rules): joins prime_run_info without label_replace.
+            rule_labels = [subject, rule, evaluation.scope, subject if evaluation.scope == "run" else ""]
+            tier.add_metric(rule_labels, float(evaluation.tier))
+            breached.add_metric(rule_labels, 1.0 if evaluation.breached else 0.0)
             if evaluation.utilisation is not None and _finite_or_inf(evaluation.utilisation):
-                utilisation.add_metric(labels, evaluation.utilisation)
+                utilisation.add_metric(rule_labels, evaluation.utilisation)
             if evaluation.scope != "run":
                 continue
+            labels = [subject, rule]
             spec = CATALOG.get(evaluation.metric)
             if spec is not None and spec.unit == "usd" and spec.kind == "total":
                 budget.add_metric(labels, evaluation.limit)
@@ -252,7 +259,9 @@ class MonitorCollector(Collector):
             "Notification deliveries that failed, by channel.",
             labels=["channel"],
         )
-        for channel, count in sorted(runtime.notifications_failed.items()):
+        # Every configured channel at 0 from the start, so rate() sees the first failure.
+        failures = dict.fromkeys(runtime.channels, 0) | dict(runtime.notifications_failed)
+        for channel, count in sorted(failures.items()):
             failed.add_metric([label_value(channel)], float(count))
         yield from (alerts, deletions, invalid, failed)
         yield GaugeMetricFamily(

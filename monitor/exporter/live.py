@@ -141,6 +141,18 @@ class RuntimeState:
     started_mono: float = 0.0
     # Causes the monitor is blind for right now (set by the self-watch), with since when (wall time).
     blind: dict[str, float] = field(default_factory=dict)
+    # Enforcement: its mode (dry_run, live, stopped) and the countdowns in progress: (run, rule) -> deadline.
+    enforcement_mode: str = "dry_run"
+    pending_deadlines: dict[tuple[str, str], float] = field(default_factory=dict)
+    # Notification channels configured, and per channel: (undelivered items, when the oldest was queued).
+    channels: list[str] = field(default_factory=list)
+    outbox: dict[str, tuple[int, float | None]] = field(default_factory=dict)
+    notifications_superseded: Counter[str] = field(default_factory=Counter)
+    # Config reloads by outcome (applied, rejected), and whether the last one applied.
+    reloads: Counter[str] = field(default_factory=Counter)
+    last_reload_ok: bool | None = None
+    # Money the wallet lost since the monitor started (sum of balance decreases), by wallet id.
+    wallet_spend_total: dict[str, float] = field(default_factory=dict)
 
     # -- what happened to a read ----------------------------------------------------------------
 
@@ -169,6 +181,12 @@ class RuntimeState:
         return health
 
     def wallet_read(self, wallet: WalletSnapshot, *, mono: float) -> None:
+        previous = self.wallet
+        spent = self.wallet_spend_total.setdefault(wallet.wallet_id, 0.0)
+        same_wallet = previous is not None and previous.wallet_id == wallet.wallet_id
+        if same_wallet and previous is not None and wallet.balance_usd < previous.balance_usd:
+            # A top-up raises the balance and hides nothing: only decreases are spend.
+            self.wallet_spend_total[wallet.wallet_id] = spent + previous.balance_usd - wallet.balance_usd
         self.wallet = wallet
         self.last_wallet_success_at = wallet.taken_at
         self.last_poll_success_at = wallet.taken_at
@@ -229,6 +247,27 @@ class RuntimeState:
 
     def deletion_concluded(self, *, rule: str, outcome: str) -> None:
         self.deletions[(rule, outcome)] += 1
+
+    def enforcement_mode_is(self, mode: str) -> None:
+        self.enforcement_mode = mode
+
+    def deletes_pending(self, deadlines: dict[tuple[str, str], float]) -> None:
+        self.pending_deadlines = deadlines
+
+    def channels_configured(self, channels: list[str]) -> None:
+        self.channels = list(channels)
+
+    def outbox_seen(self, backlog: dict[str, tuple[int, float | None]], superseded: Counter[str]) -> None:
+        self.outbox = backlog
+        self.notifications_superseded = Counter(superseded)
+
+    def reload_applied(self) -> None:
+        self.reloads["applied"] += 1
+        self.last_reload_ok = True
+
+    def reload_rejected(self) -> None:
+        self.reloads["rejected"] += 1
+        self.last_reload_ok = False
 
     def blind_now(self, causes: dict[str, float]) -> None:
         self.blind = causes

@@ -8,6 +8,7 @@ every scrape. Failure counters are pre-initialised at 0 for every endpoint and k
 
 from __future__ import annotations
 
+from collections import Counter
 from collections.abc import Callable, Iterable, Iterator
 
 from prometheus_client.metrics_core import CounterMetricFamily, GaugeMetricFamily, Metric
@@ -46,6 +47,69 @@ class SelfCollector(Collector):
     def collect(self) -> Iterable[Metric]:
         yield from self._reads()
         yield from self._sight()
+        yield from self._actions()
+
+    def _actions(self) -> Iterator[Metric]:
+        """Enforcement's mode and countdowns, the outbox, config reloads, and the wallet's spend."""
+        runtime = self._runtime
+        mode = GaugeMetricFamily(
+            "prime_monitor_enforcement_mode",
+            "How enforcement acts now (dry_run, live, or stopped after the API refused the key). Always 1.",
+            labels=["mode"],
+        )
+        mode.add_metric([runtime.enforcement_mode], 1.0)
+        pending = GaugeMetricFamily(
+            "prime_monitor_pending_deletes", "Delete countdowns in progress, by rule.", labels=["rule"]
+        )
+        per_rule = Counter(rule for _, rule in runtime.pending_deadlines)
+        for rule in sorted(per_rule):
+            pending.add_metric([_label(rule)], float(per_rule[rule]))
+        deadline = GaugeMetricFamily(
+            "prime_run_delete_deadline_timestamp_seconds",
+            "When a run's announced delete is due (epoch s), while its countdown is in progress.",
+            labels=["run_id", "rule"],
+        )
+        for (run_id, rule), at in sorted(runtime.pending_deadlines.items()):
+            deadline.add_metric([_label(run_id), _label(rule)], at)
+        backlog = GaugeMetricFamily(
+            "prime_monitor_outbox_backlog", "Notifications waiting to be delivered, by channel.", labels=["channel"]
+        )
+        oldest = GaugeMetricFamily(
+            "prime_monitor_outbox_oldest_queued_timestamp_seconds",
+            "When the oldest waiting notification of a channel was queued (epoch s); absent when none waits.",
+            labels=["channel"],
+        )
+        superseded = CounterMetricFamily(
+            "prime_monitor_notifications_superseded",
+            "Late alerts folded into a newer message of their thread instead of sent on their own.",
+            labels=["channel"],
+        )
+        for channel in sorted(set(runtime.channels) | set(runtime.outbox)):
+            waiting, queued_at = runtime.outbox.get(channel, (0, None))
+            backlog.add_metric([_label(channel)], float(waiting))
+            if queued_at is not None:
+                oldest.add_metric([_label(channel)], queued_at)
+            superseded.add_metric([_label(channel)], float(runtime.notifications_superseded.get(channel, 0)))
+        reloads = CounterMetricFamily(
+            "prime_monitor_config_reloads", "Config reloads (SIGHUP), by outcome.", labels=["outcome"]
+        )
+        for outcome in ("applied", "rejected"):
+            reloads.add_metric([outcome], float(runtime.reloads.get(outcome, 0)))
+        spend = CounterMetricFamily(
+            "prime_wallet_spend_usd",
+            "Money the wallet lost since the monitor started (the sum of balance decreases; top-ups ignored).",
+            labels=["wallet_id", "team_id"],
+        )
+        wallet = runtime.wallet
+        for wallet_id, spent in sorted(runtime.wallet_spend_total.items()):
+            team = wallet.team_id if wallet is not None and wallet.wallet_id == wallet_id else None
+            spend.add_metric([_label(wallet_id), _label(team)], spent)
+        yield from (mode, pending, deadline, backlog, oldest, superseded, reloads, spend)
+        yield GaugeMetricFamily(
+            "prime_monitor_config_last_reload_success",
+            "1 if the last config reload applied (also before any reload), 0 if it was rejected.",
+            value=0.0 if runtime.last_reload_ok is False else 1.0,
+        )
 
     def _reads(self) -> Iterator[Metric]:
         runtime = self._runtime
