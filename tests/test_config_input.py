@@ -244,3 +244,43 @@ def test_a_config_file_holding_a_secret_readable_by_others_is_warned_about(tmp_p
     no_secret.write_text("poll: {interval: 30s}\n")
     no_secret.chmod(0o644)
     assert load_config(no_secret, environ={}).warnings == []
+
+
+def test_secrets_come_from_files_as_docker_and_kubernetes_mount_them(tmp_path: Path) -> None:
+    key_file = tmp_path / "prime_api_key"
+    key_file.write_text("pit-key-from-a-file-0123456789\n")
+    hook_file = tmp_path / "webhook_url"
+    hook_file.write_text("https://hooks.example/services/T0/B0/SECRETPATH")
+    environ = {"PRIME_API_KEY_FILE": str(key_file), "PRIME_MONITOR_NOTIFY__WEBHOOK__URL_FILE": str(hook_file)}
+    settings = load_settings(None, environ=environ)
+    assert settings.api.api_key is not None
+    assert settings.api.api_key.get_secret_value() == "pit-key-from-a-file-0123456789"
+    assert settings.notify.webhook.url is not None
+    assert settings.notify.webhook.url.get_secret_value() == "https://hooks.example/services/T0/B0/SECRETPATH"
+    # A rotated secret is read again on the next load (SIGHUP).
+    key_file.write_text("pit-key-rotated-9876543210")
+    assert load_settings(None, environ=environ).api.api_key.get_secret_value() == "pit-key-rotated-9876543210"  # type: ignore[union-attr]
+
+
+@pytest.mark.parametrize(
+    ("environ", "message"),
+    [
+        (
+            {"PRIME_API_KEY_FILE": "/nonexistent/key"},
+            "PRIME_API_KEY_FILE: cannot read the secret file /nonexistent/key",
+        ),
+        ({"PRIME_API_KEY_FILE": "EMPTY"}, "is empty"),
+        ({"PRIME_API_KEY_FILE": "KEY", "PRIME_API_KEY": "pit-inline-0123456789"}, "both set"),
+    ],
+)
+def test_a_secret_file_that_cannot_be_used_is_a_config_error_naming_the_variable(
+    tmp_path: Path, environ: dict[str, str], message: str
+) -> None:
+    (tmp_path / "empty").write_text("\n")
+    (tmp_path / "key").write_text("pit-key-from-a-file-0123456789")
+    resolved = {
+        k: v.replace("EMPTY", str(tmp_path / "empty")).replace("KEY", str(tmp_path / "key")) for k, v in environ.items()
+    }
+    with pytest.raises(ConfigError, match=message) as caught:
+        load_settings(None, environ=resolved)
+    assert "pit-key-from-a-file" not in str(caught.value) and "pit-inline" not in str(caught.value)

@@ -20,6 +20,7 @@ from pydantic import BaseModel
 
 from monitor.config.yaml_reader import MAX_NESTING, ConfigError
 
+EnvPath = tuple[str, ...]
 ENV_PREFIX = "PRIME_MONITOR_"
 NESTED_DELIMITER = "__"
 # The official `prime` CLI's names, so one exported PRIME_API_KEY serves both tools.
@@ -30,8 +31,14 @@ PRIME_CLI_NAMES: dict[str, tuple[str, ...]] = {
     "SLACK_BOT_TOKEN": ("notify", "slack", "token"),
 }
 MAX_ENV_VALUE_CHARS = 64 * 1024
-
-EnvPath = tuple[str, ...]
+# Secrets may come from files, as Docker and Kubernetes mount them: `<NAME>_FILE=/run/secrets/x` sets
+# what `<NAME>` would, from the file's text (its trailing newline dropped). Re-read on every load, so
+# a SIGHUP picks up a rotated secret.
+FILE_SUFFIX = "_FILE"
+SECRET_PATHS: frozenset[EnvPath] = frozenset(
+    {("api", "api_key"), ("notify", "slack", "token"), ("notify", "slack", "webhook_url"), ("notify", "webhook", "url")}
+)
+MAX_SECRET_FILE_BYTES = 64 * 1024
 
 
 @dataclass
@@ -66,7 +73,7 @@ def read_env(environ: Mapping[str, str], schema: type[BaseModel]) -> EnvConfig:
     fields = _schema_paths(schema)
     out = EnvConfig()
     for name, path in PRIME_CLI_NAMES.items():
-        value = environ.get(name)
+        value = _value_or_file(environ, name, secret=path in SECRET_PATHS)
         if value:
             _set(out, path, _checked_text(name, value), name)
     ours: list[tuple[EnvPath, str, str]] = []
@@ -75,6 +82,10 @@ def read_env(environ: Mapping[str, str], schema: type[BaseModel]) -> EnvConfig:
         if not name.upper().startswith(ENV_PREFIX):
             continue
         path = tuple(part.lower() for part in name[len(ENV_PREFIX) :].split(NESTED_DELIMITER))
+        secret_path = (*path[:-1], path[-1].removesuffix("_file"))
+        if name.upper().endswith(FILE_SUFFIX) and secret_path in SECRET_PATHS:
+            path = secret_path
+            value = _read_secret_file(name, value)
         if path not in fields:
             out.warnings.append(_unknown_name_warning(name, fields))
             continue
@@ -86,6 +97,35 @@ def read_env(environ: Mapping[str, str], schema: type[BaseModel]) -> EnvConfig:
     for path, name, value in sorted(ours, key=lambda item: len(item[0])):
         _set(out, path, _parse_value(name, value, is_json=fields[path]), name)
     return out
+
+
+def _value_or_file(environ: Mapping[str, str], name: str, *, secret: bool) -> str | None:
+    """`name`'s value, or for a secret the text of the file `<name>_FILE` names (not both)."""
+    value = environ.get(name)
+    path = environ.get(name + FILE_SUFFIX) if secret else None
+    if path:
+        if value:
+            raise ConfigError(f"{name} and {name}{FILE_SUFFIX} are both set: keep one")
+        return _read_secret_file(name + FILE_SUFFIX, path)
+    return value
+
+
+def _read_secret_file(name: str, path: str) -> str:
+    """The secret in the file `name` points at; ConfigError names the variable and the file (never the text)."""
+    try:
+        with open(path, "rb") as handle:
+            raw = handle.read(MAX_SECRET_FILE_BYTES + 1)
+    except OSError as exc:
+        raise ConfigError(f"{name}: cannot read the secret file {_printable(path)}: {exc.strerror or exc}") from None
+    if len(raw) > MAX_SECRET_FILE_BYTES:
+        raise ConfigError(f"{name}: the secret file {_printable(path)} is over {MAX_SECRET_FILE_BYTES} bytes")
+    try:
+        text = raw.decode("utf-8").rstrip("\r\n")
+    except UnicodeDecodeError:
+        raise ConfigError(f"{name}: the secret file {_printable(path)} is not UTF-8 text") from None
+    if not text.strip():
+        raise ConfigError(f"{name}: the secret file {_printable(path)} is empty")
+    return text
 
 
 def env_names(schema: type[BaseModel]) -> list[str]:
