@@ -84,6 +84,7 @@ STEPS = [
     "key_refused",
 ]
 
+
 @dataclass(frozen=True)
 class Expression:
     id: str
