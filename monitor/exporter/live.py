@@ -8,6 +8,10 @@ What happened to a read is recorded through methods named for it (`run_read`, `r
 `wallet_read`, ...), so the counters and freshness marks that health, metrics and self-alerts rely
 on change in one place each. Freshness is measured on the monotonic clock: a host clock that jumps
 neither makes stale data look fresh nor fresh data look stale.
+
+Those methods also tell `changes` which subjects' series changed (a run's reading, read health,
+burn rate or evaluations; a wallet's evaluations): the /metrics cache re-renders only those. A
+change made to the dicts directly, not through a method, is invisible to a scrape.
 """
 
 from __future__ import annotations
@@ -83,6 +87,48 @@ class RunHealth:
         self.last_kind = kind
 
 
+class SeriesChanges:
+    """Which subjects' per-subject series changed, for the /metrics cache (monitor.exporter.scrape_cache).
+
+    `version` goes up on every change; `last_changed` holds each subject the runtime knows with the
+    version of its last change, oldest change first, so a reader that rendered at version v finds
+    what changed since by walking it backwards until v. `removals` counts subjects forgotten (a
+    reader that saw fewer drops their series). `rules` indexes the evaluated rules by subject, so a
+    subject's evaluations are found without scanning every (subject, rule).
+    """
+
+    __slots__ = ("last_changed", "removals", "rules", "version")
+
+    def __init__(self) -> None:
+        self.version = 0
+        self.removals = 0
+        self.last_changed: dict[str, int] = {}
+        self.rules: dict[str, dict[str, None]] = {}
+
+    def changed(self, subject: str, *, rule: str | None = None) -> None:
+        self.version += 1
+        # Re-inserted so the dict stays in order of change: a reader stops at the first it has seen.
+        self.last_changed.pop(subject, None)
+        self.last_changed[subject] = self.version
+        if rule is not None:
+            self.rules.setdefault(subject, {})[rule] = None
+
+    def forgot(self, subject: str) -> None:
+        self.version += 1
+        self.removals += 1
+        self.last_changed.pop(subject, None)
+        self.rules.pop(subject, None)
+
+    def since(self, version: int) -> list[str]:
+        """Subjects changed after `version`, most recent first."""
+        changed = []
+        for subject, at in reversed(self.last_changed.items()):
+            if at <= version:
+                break
+            changed.append(subject)
+        return changed
+
+
 @dataclass
 class RuntimeState:
     runs: dict[str, RunSnapshot] = field(default_factory=dict)
@@ -153,6 +199,8 @@ class RuntimeState:
     last_reload_ok: bool | None = None
     # Money the wallet lost since the monitor started (sum of balance decreases), by wallet id.
     wallet_spend_total: dict[str, float] = field(default_factory=dict)
+    # Which subjects' series changed, for the /metrics cache; kept by the methods below.
+    changes: SeriesChanges = field(default_factory=SeriesChanges, compare=False, repr=False)
 
     # -- what happened to a read ----------------------------------------------------------------
 
@@ -160,6 +208,7 @@ class RuntimeState:
         """A good reading of a run was accepted."""
         health = self.health.setdefault(run_id, RunHealth())
         self.runs[run_id] = snapshot
+        self.changes.changed(run_id)
         health.last_success_at = snapshot.taken_at
         health.last_success_mono = mono
         if health.last_kind != "internal_error":
@@ -172,11 +221,13 @@ class RuntimeState:
     def run_processed(self, run_id: str) -> None:
         """A reading of the run went through the rules and enforcement without an error."""
         self.health.setdefault(run_id, RunHealth()).succeeded()
+        self.changes.changed(run_id)
 
     def run_read_failed(self, run_id: str, *, kind: str, error: str, at: float, mono: float) -> RunHealth:
         """A read of a run gave nothing usable: an API error, bad data, a held decrease or a bug."""
         health = self.health.setdefault(run_id, RunHealth())
         health.failed(kind=kind, error=error, at=at)
+        self.changes.changed(run_id)
         self._read_failed("usage", kind=kind, error=error, at=at, mono=mono)
         return health
 
@@ -215,6 +266,7 @@ class RuntimeState:
     def restored(self, run_id: str, snapshot: RunSnapshot) -> None:
         """A run's last reading, loaded from the store at start (not a fresh read: no health mark)."""
         self.runs[run_id] = snapshot
+        self.changes.changed(run_id)
 
     def invalid_response(self, endpoint: str) -> None:
         self.invalid_responses[endpoint] += 1
@@ -230,9 +282,11 @@ class RuntimeState:
             self.burn_rates.pop(run_id, None)
         else:
             self.burn_rates[run_id] = rate
+        self.changes.changed(run_id)
 
     def evaluated(self, evaluation: Evaluation) -> None:
         self.evaluations[(evaluation.subject, evaluation.rule)] = evaluation
+        self.changes.changed(evaluation.subject, rule=evaluation.rule)
 
     def wallet_figures(self, *, runway_seconds: float | None, spend_by_rule: dict[str, float]) -> None:
         self.wallet_runway_seconds = runway_seconds
@@ -308,6 +362,7 @@ class RuntimeState:
         self.health.pop(run_id, None)
         for key in [k for k in self.evaluations if k[0] == run_id]:
             del self.evaluations[key]
+        self.changes.forgot(run_id)
 
     def _seen(self, mono: float) -> None:
         self.last_seen_mono = mono
