@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import math
 import os
 import shutil
@@ -15,7 +16,8 @@ from prometheus_client.samples import Sample
 
 from monitor import __version__
 from monitor.exporter.collector import MAX_NAME_LABEL_CHARS, build_registry, label_value
-from monitor.exporter.live import RunHealth, RuntimeState
+from monitor.exporter.live import RuntimeState
+from monitor.exporter.scrape_cache import ScrapeCache
 from monitor.records import Evaluation
 from monitor.snapshots import RunSnapshot, WalletSnapshot
 
@@ -62,9 +64,11 @@ def evaluation(
 
 
 def sample_runtime() -> RuntimeState:
-    """Two runs (one with a hostile name), a wallet, evaluations, request stats, alerts, deletions."""
+    """Two runs (one with a hostile name, failing its last two reads), a wallet, evaluations, request
+    stats, alerts, deletions. Runs change through the runtime's methods, as in the daemon: the scrape
+    cache follows only those."""
     runtime = RuntimeState(started_at=T0 - 3600, config_loaded=True)
-    runtime.runs["run-a1"] = RunSnapshot(
+    run_a1 = RunSnapshot(
         run_id="run-a1",
         taken_at=T0 - 10,
         run_name="exp-alpha",
@@ -82,7 +86,7 @@ def sample_runtime() -> RuntimeState:
         inference_output_price_per_mtok=0.60,
         record_count=12,
     )
-    runtime.runs["run-b2"] = RunSnapshot(
+    run_b2 = RunSnapshot(
         run_id="run-b2",
         taken_at=T0 - 30,
         run_name=HOSTILE_NAME,
@@ -96,9 +100,11 @@ def sample_runtime() -> RuntimeState:
         total_tokens=5_000_000,
         total_cost_usd=2.5,
     )
-    runtime.health["run-a1"] = RunHealth(last_success_at=T0 - 10)
-    runtime.health["run-b2"] = RunHealth(last_success_at=T0 - 30, consecutive_failures=2, last_error="timeout")
-    runtime.burn_rates["run-a1"] = 4.5
+    runtime.run_read("run-a1", run_a1, mono=T0 - 10)
+    runtime.run_read("run-b2", run_b2, mono=T0 - 30)
+    for _ in range(2):
+        runtime.run_read_failed("run-b2", kind="timeout", error="timeout", at=T0 - 20, mono=T0 - 20)
+    runtime.burn_rate_measured("run-a1", 4.5)
     for item in (
         evaluation(
             rule="run-cap",
@@ -153,7 +159,7 @@ def sample_runtime() -> RuntimeState:
             utilisation=0.4,
         ),
     ):
-        runtime.evaluations[(item.subject, item.rule)] = item
+        runtime.evaluated(item)
     runtime.wallet = WalletSnapshot(wallet_id="wallet-1", taken_at=T0 - 20, balance_usd=250.0)
     runtime.wallet_runway_seconds = 200_000.0
     runtime.wallet_spend_usd["daily-spend"] = 42.25
@@ -175,7 +181,11 @@ def sample_runtime() -> RuntimeState:
 
 
 def render(runtime: RuntimeState) -> str:
-    return generate_latest(build_registry(runtime, include_process=False)).decode("utf-8")
+    """The exposition as a fresh render gives it, checked equal to what the server's cache answers."""
+    registry = build_registry(runtime, include_process=False)
+    text = generate_latest(registry).decode("utf-8")
+    assert asyncio.run(ScrapeCache(registry).scrape()).body.decode("utf-8") == text
+    return text
 
 
 def samples_of(text: str) -> dict[str, list[Sample]]:
@@ -222,8 +232,24 @@ def test_run_costs_and_tokens_by_usage_type() -> None:
     assert value_of(samples, cost, run_id="run-b2", usage_type="inference_output") == 0.5
     assert value_of(samples, "prime_run_tokens_total", run_id="run-a1", usage_type="inference_input") == 20_000_000
     assert value_of(samples, "prime_run_total_cost_usd", run_id="run-b2") == 2.5
-    # Prices only where the API snapshotted them.
-    assert {s.labels["run_id"] for s in samples["prime_run_price_usd_per_mtok"]} == {"run-a1"}
+
+
+def test_each_run_says_how_its_last_read_ended() -> None:
+    samples = samples_of(render(sample_runtime()))
+    states = {s.labels["run_id"]: s.labels["state"] for s in samples["prime_run_read_state"]}
+    assert states == {"run-a1": "ok", "run-b2": "timeout"}
+
+
+def test_series_nobody_queries_are_not_exported() -> None:
+    # Per-run families the dashboard, the rules and the README do not use: prices (constant per
+    # model), the reading's timestamp and the failure count (prime_run_read_state says which runs fail).
+    text = render(sample_runtime())
+    for dropped in (
+        "prime_run_price_usd_per_mtok",
+        "prime_run_last_reading_timestamp_seconds",
+        "prime_run_poll_consecutive_failures",
+    ):
+        assert dropped not in text
 
 
 def test_budgets_only_for_run_cost_rules() -> None:
@@ -239,7 +265,8 @@ def test_budgets_only_for_run_cost_rules() -> None:
 def test_hostile_run_name_survives_and_is_truncated() -> None:
     runtime = sample_runtime()
     # A lone surrogate (valid in JSON, unencodable in UTF-8) and control characters.
-    runtime.runs["run-c3"] = RunSnapshot(run_id="run-c3", taken_at=T0, run_name="bad \ud800 nul\x00 cr\r tab\t end")
+    hostile = RunSnapshot(run_id="run-c3", taken_at=T0, run_name="bad \ud800 nul\x00 cr\r tab\t end")
+    runtime.run_read("run-c3", hostile, mono=T0)
     samples = samples_of(render(runtime))
     names = {s.labels["run_id"]: s.labels["run_name"] for s in samples["prime_run_info"]}
     assert names == {"run-a1": "exp-alpha", "run-b2": HOSTILE_NAME_LABEL, "run-c3": "bad \ufffd nul  cr  tab  end"}
@@ -305,17 +332,19 @@ def test_runway_infinite_is_exported_and_unknown_is_omitted() -> None:
     assert "prime_wallet_runway_seconds{" not in render(runtime)
 
 
-def test_each_scrape_renders_the_latest_state() -> None:
+async def test_each_scrape_renders_the_latest_state() -> None:
     runtime = sample_runtime()
     registry = build_registry(runtime, include_process=False)
-    first = samples_of(generate_latest(registry).decode())
+    cache = ScrapeCache(registry)
+    first = samples_of((await cache.scrape()).body.decode())
     assert value_of(first, "prime_run_total_cost_usd", run_id="run-a1") == 13.0
-    runtime.runs["run-a1"] = RunSnapshot(run_id="run-a1", taken_at=T0, total_cost_usd=20.0)
-    del runtime.runs["run-b2"]
-    second = samples_of(generate_latest(registry).decode())
+    runtime.run_read("run-a1", RunSnapshot(run_id="run-a1", taken_at=T0, total_cost_usd=20.0), mono=T0)
+    runtime.forget_run("run-b2")
+    second = samples_of((await cache.scrape()).body.decode())
     assert value_of(second, "prime_run_total_cost_usd", run_id="run-a1") == 20.0
     # A run the daemon stopped watching leaves no series behind.
     assert {s.labels["run_id"] for s in second["prime_run_info"]} == {"run-a1"}
+    assert {s.labels["subject"] for s in second["prime_rule_tier"]} == {"run-a1", "wallet-1"}
 
 
 def test_default_registry_includes_process_metrics() -> None:

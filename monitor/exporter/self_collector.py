@@ -1,5 +1,6 @@
-"""Prometheus families about the monitor's own sight: what each read gave, readings the reading model
-refused or accepted as corrections, why it is blind, and its store.
+"""Prometheus families about the monitor's own sight: read failures, readings the reading model
+refused or accepted as corrections, why it is blind, and its store (each run's own read state is a
+per-subject series: monitor.exporter.run_series).
 
 A second collector beside monitor.exporter.collector.MonitorCollector, rendered from the same RuntimeState on
 every scrape. Failure counters are pre-initialised at 0 for every endpoint and kind, so `rate()` and
@@ -14,8 +15,8 @@ from collections.abc import Callable, Iterable, Iterator
 from prometheus_client.metrics_core import CounterMetricFamily, GaugeMetricFamily, Metric
 from prometheus_client.registry import Collector
 
-from monitor.exporter.collector import label_value as _label
 from monitor.exporter.health import CAUSES
+from monitor.exporter.labels import label_value as _label
 from monitor.exporter.live import RuntimeState
 
 READ_ENDPOINTS = ("usage", "wallet")
@@ -113,14 +114,6 @@ class SelfCollector(Collector):
 
     def _reads(self) -> Iterator[Metric]:
         runtime = self._runtime
-        state = GaugeMetricFamily(
-            "prime_run_read_state",
-            "How the latest read of a run ended (ok, or the failure kind: not_found, forbidden, ...). Always 1.",
-            labels=["run_id", "state"],
-        )
-        for run_id in sorted(runtime.health):
-            health = runtime.health[run_id]
-            state.add_metric([_label(run_id), _label(health.last_kind if health.last_poll_failed else "ok")], 1.0)
         failures = CounterMetricFamily(
             "prime_monitor_read_failures",
             "Reads of a run's usage or of the wallet that gave nothing usable, by endpoint and kind.",
@@ -146,7 +139,7 @@ class SelfCollector(Collector):
         )
         for endpoint in READ_ENDPOINTS:
             corrections.add_metric([endpoint], float(runtime.corrections.get(endpoint, 0)))
-        yield from (state, failures, rejected, corrections)
+        yield from (failures, rejected, corrections)
 
     def _sight(self) -> Iterator[Metric]:
         runtime = self._runtime
