@@ -7,7 +7,10 @@ Redaction works at three levels, so a secret that reaches a log by any road is s
   searched for secrets in known shapes: tokens inside URLs (userinfo, path segments, query values),
   `Bearer ...`, Slack and Hugging Face tokens, `token=...` / `"apiKey": "..."` pairs;
 - on the final text: the rendered line, tracebacks included, in both formats, goes through the same
-  text scrubber just before it is written, and so does every stdlib `logging` record.
+  text scrubber just before it is written.
+Records of libraries that use stdlib `logging` (APScheduler, aiohttp, asyncio, httpx) are rendered by
+the same processors (structlog's ProcessorFormatter on the root handler): one JSON line per record with
+its logger name and level, redacted the same way, never plain text in the JSON log.
 Tracebacks are rendered as text before redaction (console) or as a structure that redaction walks
 (JSON), never with local variables, which could hold the key.
 """
@@ -184,13 +187,6 @@ def _scrubbing(renderer: Callable[..., Any]) -> Callable[..., Any]:
     return render
 
 
-class ScrubbingFormatter(logging.Formatter):
-    """stdlib logging (apscheduler, aiohttp, httpx) through the same scrubber, tracebacks included."""
-
-    def format(self, record: logging.LogRecord) -> str:
-        return scrub(super().format(record))
-
-
 def configure_logging(*, fmt: str = "json", level: str = "info", stream: TextIO | None = None) -> None:
     out = stream or sys.stderr
     renderer: Any
@@ -204,20 +200,32 @@ def configure_logging(*, fmt: str = "json", level: str = "info", stream: TextIO 
         exception_processors = [
             structlog.processors.ExceptionRenderer(structlog.tracebacks.ExceptionDictTransformer(show_locals=False))
         ]
+    timestamper = structlog.processors.TimeStamper(fmt="iso", utc=True)
+    # What every event goes through last, ours and the libraries' alike.
+    final: list[Any] = [*exception_processors, redact_secrets, _scrubbing(renderer)]
+    level_number = logging.getLevelNamesMapping()[level.upper()]
     structlog.configure(
         processors=[
             structlog.contextvars.merge_contextvars,
             structlog.processors.add_log_level,
-            structlog.processors.TimeStamper(fmt="iso", utc=True),
-            *exception_processors,
-            redact_secrets,
-            _scrubbing(renderer),
+            timestamper,
+            *final,
         ],
-        wrapper_class=structlog.make_filtering_bound_logger(logging.getLevelNamesMapping()[level.upper()]),
+        wrapper_class=structlog.make_filtering_bound_logger(level_number),
         logger_factory=structlog.PrintLoggerFactory(out),
         cache_logger_on_first_use=False,
     )
-    # Libraries that use stdlib logging (apscheduler, aiohttp) go to the same stream, quietly.
+    # Libraries that use stdlib logging (apscheduler, aiohttp, asyncio, httpx) go to the same stream, as
+    # the same kind of line, quietly: warnings and up (their info lines are chatter at every poll).
     handler = logging.StreamHandler(out)
-    handler.setFormatter(ScrubbingFormatter("%(levelname)s %(name)s: %(message)s"))
-    logging.basicConfig(level=logging.WARNING, handlers=[handler], force=True)
+    handler.setFormatter(
+        structlog.stdlib.ProcessorFormatter(
+            foreign_pre_chain=[
+                structlog.stdlib.add_log_level,
+                structlog.stdlib.add_logger_name,
+                timestamper,
+            ],
+            processors=[structlog.stdlib.ProcessorFormatter.remove_processors_meta, *final],
+        )
+    )
+    logging.basicConfig(level=max(logging.WARNING, level_number), handlers=[handler], force=True)
