@@ -4,14 +4,17 @@ At 10,000 runs a scrape is about 200,000 lines, nearly all per-subject series (e
 tokens, info, read state and rules; monitor.exporter.run_series). Rendering them all on every scrape,
 on the event loop the polls run on, took seconds and starved the polls. So:
 
-- Each subject's sample lines are kept as bytes, with the figures they were rendered from. A scrape
-  re-renders only the subjects `RuntimeState.changes` says changed since the last one, and not even
-  those whose figures came out the same (a reading whose totals did not move). The re-rendering yields
-  to the event loop every `slice_seconds`, so a poll waits at most one slice, whatever the number of
-  runs; each subject is rendered in one go, so its lines always agree with each other.
-- The families' text (headers and lines, per exposition format) is re-assembled only when a subject
-  changed, and its gzip is computed in a worker thread (zlib does not hold the GIL), stopped with a
-  sync flush: the compressor's state is kept, so each scrape appends the small part and finishes it.
+- Each subject's sample lines are kept, with the figures they were rendered from. Only subjects that
+  `RuntimeState.changes` says changed are rendered again, and not even those whose figures came out
+  the same (a reading whose totals did not move). `keep_fresh` does it every second in the
+  background, so a scrape finds little left to render; a scrape renders whatever is left. Rendering
+  yields to the event loop every `slice_seconds`, so a poll waits at most one slice whatever the
+  number of runs; each subject is rendered in one go, so its lines always agree with each other.
+- The families' text (headers and lines, per exposition format) is assembled again only when a
+  subject changed, a family at a time with the loop let in between. Its gzip is computed in a worker
+  thread (zlib lets go of the GIL) and stopped with a sync flush: the compressor's state is kept, so
+  each scrape appends the small part and finishes it. Once gzipped, the plain text is let go unless
+  someone asked for it plain (Prometheus always asks for gzip): 14 MB less at 10,000 runs.
 - The small families (the wallet, the monitor's own health and counters, API request metrics,
   `process_*`) are a few hundred lines and change all the time: they are rendered on every scrape by
   prometheus_client, after the per-subject ones.
@@ -30,6 +33,7 @@ from dataclasses import dataclass, field
 from functools import partial
 from typing import Any, TypeVar, cast
 
+import structlog
 from prometheus_client import CollectorRegistry
 from prometheus_client.exposition import choose_encoder
 from prometheus_client.openmetrics.exposition import UNDERSCORES
@@ -39,9 +43,14 @@ from monitor.exporter.collector import MonitorRegistry
 from monitor.exporter.live import RuntimeState
 from monitor.exporter.run_series import SubjectFigures, SubjectLines, figures_of, headers, names_under
 
-# How long re-rendering runs on the loop before it lets other tasks (polls) in.
+log = structlog.get_logger(__name__)
+
+# How long rendering runs on the loop before it lets other tasks (polls) in.
 SLICE_SECONDS = 0.005
-# gzip level 1: about a tenth of the CPU of level 6 for about 1.3x the bytes (bench/scrape_bench.py).
+# How often keep_fresh renders what changed, and for how long after its last scrape a format is kept.
+REFRESH_SECONDS = 1.0
+IDLE_SECONDS = 600.0
+# gzip level 1: a fraction of the CPU of level 6 for about 1.2x the bytes (bench/scrape_bench.py).
 GZIP_LEVEL = 1
 _CHECK_EVERY = 32  # subjects rendered between two looks at the clock
 
@@ -91,7 +100,8 @@ class _Assembled:
     """The per-subject families in one exposition format, at one version of the subjects' lines."""
 
     version: int
-    parts: tuple[bytes, ...]  # one per family: its header and every subject's lines
+    parts: tuple[bytes, ...] | None  # one per family (header and lines); None once gzipped, if unasked
+    asked_plain: bool = False
     gzipped: asyncio.Future[_Gzipped] | None = None
 
 
@@ -106,8 +116,9 @@ class _SubjectCache:
     removals_seen: int = 0
     version: int = 0  # bumped when a chunk changed: what _Assembled.version refers to
     assembled: dict[Any, _Assembled] = field(default_factory=dict)
-    # Work in progress, shared by the scrapes that arrive during it: "sync", or a format's key.
+    # Work in progress, shared by the callers that arrive during it: "sync", or a format's key.
     tasks: dict[Any, asyncio.Future[Any]] = field(default_factory=dict)
+    scraped_mono: float = 0.0
 
 
 class ScrapeCache:
@@ -130,45 +141,64 @@ class ScrapeCache:
     async def scrape(self, *, accept: str = "", accept_encoding: str = "") -> Scrape:
         encoder, content_type = choose_encoder(accept)
         key, escaping = _format_key(encoder)
-        gzip = accepts_gzip(accept_encoding)
-        assembled = await self._assembled(encoder, key, escaping)
-        if assembled is not None and gzip:
-            if assembled.gzipped is None or (assembled.gzipped.done() and assembled.gzipped.exception()):
-                # In a worker thread: zlib lets go of the GIL, so polls go on meanwhile.
-                assembled.gzipped = asyncio.ensure_future(
-                    asyncio.to_thread(_Gzipped, assembled.parts, self._gzip_level)
-                )
-            gzipped = await asyncio.shield(assembled.gzipped)
+        zipped = accepts_gzip(accept_encoding)
+        head: tuple[bytes, ...] = ()
+        gzipped = None
+        if self._runtime is not None:
+            cache = self._cache_for(escaping)
+            cache.scraped_mono = time.monotonic()
+            await self._sync(cache, self._runtime)
+            assembled = await self._assembled(cache, encoder, key, plain=not zipped)
+            if zipped:
+                gzipped = await self._gzipped(assembled)
+            else:
+                head = assembled.parts or ()
         # The small families, fresh: rendered after every await above.
         tail = encoder(self._rest)
-        if not gzip:
-            head = assembled.parts if assembled is not None else ()
+        if not zipped:
             return Scrape((*head, tail), content_type, None)
-        if assembled is None:
+        if gzipped is None:
             return Scrape((_gzip(tail, self._gzip_level),), content_type, "gzip")
         return Scrape(gzipped.finish(tail), content_type, "gzip")
 
-    async def _assembled(self, encoder: Encoder, key: Any, escaping: str) -> _Assembled | None:
+    async def refresh(self) -> None:
+        """Render what changed, for the formats scraped within IDLE_SECONDS (nobody else would read it)."""
         runtime = self._runtime
         if runtime is None:
-            return None
+            return
+        recent = time.monotonic() - IDLE_SECONDS
+        for cache in list(self._caches.values()):
+            if cache.scraped_mono >= recent:
+                await self._sync(cache, runtime)
+
+    async def keep_fresh(self, *, every: float = REFRESH_SECONDS) -> None:
+        """`refresh` every `every` seconds until cancelled; a failure is logged once, until one works."""
+        failing = False
+        while True:
+            await asyncio.sleep(every)
+            try:
+                await self.refresh()
+            except Exception:
+                if not failing:
+                    log.exception("metrics_refresh_failed")
+                failing = True
+            else:
+                failing = False
+
+    def _cache_for(self, escaping: str) -> _SubjectCache:
         names = names_under(escaping)
         cache = self._caches.get(names)
         if cache is None:
             cache = self._caches[names] = _SubjectCache(SubjectLines(escaping))
+        return cache
+
+    async def _sync(self, cache: _SubjectCache, runtime: RuntimeState) -> None:
         if cache.changes_seen != runtime.changes.version or "sync" in cache.tasks:
             await _shared(cache.tasks, "sync", lambda: self._sync_pass(cache, runtime))
-        assembled = cache.assembled.get(key)
-        if assembled is None or assembled.version != cache.version:
-            family_headers = self._headers.get(key)
-            if family_headers is None:
-                family_headers = self._headers[key] = headers(encoder)
-            assembled = await _shared(cache.tasks, key, lambda: self._assemble(cache, key, family_headers))
-        return assembled
 
     async def _sync_pass(self, cache: _SubjectCache, runtime: RuntimeState) -> None:
-        """Bring the cache up to the runtime's changes: re-render the subjects changed since the last
-        pass, yielding to the loop every slice."""
+        """Bring the cache up to the runtime's changes: render the subjects changed since the last pass,
+        yielding to the loop every slice."""
         changes = runtime.changes
         target, removals = changes.version, changes.removals
         dirty = changes.since(cache.changes_seen)
@@ -204,6 +234,16 @@ class ScrapeCache:
         if changed:
             cache.version += 1
 
+    async def _assembled(self, cache: _SubjectCache, encoder: Encoder, key: Any, *, plain: bool) -> _Assembled:
+        assembled = cache.assembled.get(key)
+        if assembled is None or assembled.version != cache.version or (plain and assembled.parts is None):
+            family_headers = self._headers.get(key)
+            if family_headers is None:
+                family_headers = self._headers[key] = headers(encoder)
+            assembled = await _shared(cache.tasks, key, lambda: self._assemble(cache, key, family_headers))
+        assembled.asked_plain |= plain
+        return assembled
+
     async def _assemble(self, cache: _SubjectCache, key: Any, family_headers: tuple[str, ...]) -> _Assembled:
         """Each family's header and lines, one family at a time with the loop let in between (each is
         ~1 MB at 10,000 runs). The subjects' lines are taken at the start: a pass meanwhile changes
@@ -216,11 +256,27 @@ class ScrapeCache:
         for index, header in enumerate(family_headers):
             parts.append((header + "".join([row[index] for row in rows])).encode())
             await asyncio.sleep(0)
+        assembled = cache.assembled.get(key)
+        if assembled is not None and assembled.version == version:
+            assembled.parts = tuple(parts)  # asked plain after the text was let go: its gzip stays
+            return assembled
         assembled = _Assembled(version, tuple(parts))
         # Only the latest version is kept, of the formats asked for since it was made.
         cache.assembled = {k: a for k, a in cache.assembled.items() if a.version == version}
         cache.assembled[key] = assembled
         return assembled
+
+    async def _gzipped(self, assembled: _Assembled) -> _Gzipped:
+        if assembled.gzipped is None or (assembled.gzipped.done() and assembled.gzipped.exception()):
+            parts = assembled.parts
+            if parts is None:  # cannot happen: the text is let go only once its gzip is done
+                raise RuntimeError("metrics text let go before its gzip was made")
+            # In a worker thread: zlib lets go of the GIL, so polls go on meanwhile.
+            assembled.gzipped = asyncio.ensure_future(asyncio.to_thread(_Gzipped, parts, self._gzip_level))
+        gzipped = await asyncio.shield(assembled.gzipped)
+        if not assembled.asked_plain:
+            assembled.parts = None
+        return gzipped
 
 
 async def _shared(tasks: dict[Any, asyncio.Future[Any]], key: Any, work: Callable[[], Awaitable[T]]) -> T:

@@ -4,8 +4,9 @@ aiohttp on the daemon's own event loop. Nothing here writes to the runtime.
 
 - /metrics: the registry in the text format Prometheus asked for (OpenMetrics when its `Accept`
   header prefers it, else text 0.0.4), gzip when accepted. Through monitor.exporter.scrape_cache:
-  the per-run series are re-rendered only for runs that changed, in slices that let polls run,
-  and gzip is computed in a worker thread; a scrape never holds the loop for long.
+  the per-run series are re-rendered only for runs that changed (in the background, a second at
+  most after the change), in slices that let polls run, and gzip is computed in a worker thread; a
+  scrape never holds the loop for long.
 - /healthz: liveness (monitor.exporter.health): 503 with the reason when the scheduler's heartbeat stops or
   every job (or the state store) has failed for longer than `health.unhealthy_after`, so that an
   orchestrator restarts the daemon; else 200.
@@ -16,6 +17,8 @@ aiohttp on the daemon's own event loop. Nothing here writes to the runtime.
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import ipaddress
 
 import structlog
@@ -50,6 +53,7 @@ class MonitorHttpServer:
         self._port = port
         self._runner: web.AppRunner | None = None
         self._bound_port: int | None = None
+        self._refresher: asyncio.Task[None] | None = None
 
     async def start(self) -> int:
         """Listen on host:port (port 0: a free one) and return the bound port."""
@@ -71,10 +75,17 @@ class MonitorHttpServer:
             raise
         self._runner = runner
         self._bound_port = _port_of(runner)
+        # Runs' lines rendered as they change, a second at most after, so a scrape finds them ready.
+        self._refresher = asyncio.create_task(self._exposition.keep_fresh(), name="metrics-refresh")
         log.info("http_server_started", host=self._host, port=self._bound_port)
         return self._bound_port
 
     async def stop(self) -> None:
+        refresher, self._refresher = self._refresher, None
+        if refresher is not None:
+            refresher.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await refresher
         runner, self._runner = self._runner, None
         if runner is not None:
             await runner.cleanup()
