@@ -9,14 +9,16 @@ what a burst of scrapes does to the daemon's polls.
    burn-rate cap), a wallet and request statistics. Printed per N, in ms (median of `--repeats`):
    - `uncached`: prometheus_client's generate_latest over the registry, what every scrape cost before
      the cache (and `+gzip`: that body compressed as aiohttp did, zlib level 6) - THE BASELINE;
-   - the server's ScrapeCache: the first scrape (every run rendered), a scrape with nothing changed,
-     plain and gzip, and a gzip scrape after 1 %, 10 % and 100 % of the runs got a new reading;
+   - the server's ScrapeCache (with max_age 0: each scrape renders what changed; the server shares
+     one rendering among the scrapes of a second): the first scrape (every run rendered), a scrape with
+     nothing changed, plain and gzip, and a gzip scrape after 1 %, 10 % and 100 % of the runs got a new
+     reading;
    - body sizes, plain and gzip; every cached figure also as a ratio: uncached / cached.
    - `refreshed`: a gzip scrape after 100 % changed once the daemon's background refresh has rendered
      the changes (what a scrape costs in the steady state: assembly and gzip).
 2. Polls during a scrape burst: the real daemon (`python -m monitor run`) watching N runs of the
    simulator (`python -m monitor simulate`, runs added in one bulk request), both separate processes
-   on 127.0.0.1, polled every max(5 s, N / 400 s). Three windows of `--window` seconds each (rounded
+   on 127.0.0.1, polled every max(5 s, N / 250 s). Three windows of `--window` seconds each (rounded
    up to whole intervals): quiet, a burst (`--scrapers` clients, 8, each scraping /metrics every
    `--scrape-every` seconds, 1, or back to back with 0; gzip and OpenMetrics as Prometheus asks),
    quiet again. Printed: usage calls the simulator answered in each
@@ -176,7 +178,7 @@ async def measure_rendering(run_count: int, *, repeats: int) -> Rendering:
     result.ms["uncached+gzip"] = median_ms(lambda: gzip.compress(generate_latest(registry), 6), repeats=repeats)
     result.plain_bytes, result.uncached_gzip_bytes = len(body), len(gzip.compress(body, 6))
 
-    cache = ScrapeCache(registry)
+    cache = ScrapeCache(registry, max_age=0.0)  # every scrape renders what changed: no sharing within a second
     started = time.perf_counter()
     await cache.scrape(accept=PROMETHEUS_ACCEPT)
     result.ms["first"] = 1000 * (time.perf_counter() - started)
@@ -274,8 +276,8 @@ async def scrape_burst(base: str, *, scrapers: int, every: float, seconds: float
 
 
 def measure_burst(run_count: int, *, window: float, scrapers: int, every: float, workdir: Path) -> Burst:
-    # A poll interval the daemon keeps up with on a small machine: about 400 run reads a second at most.
-    interval = max(2.0 if window < 10 else 5.0, run_count / 400)
+    # A poll interval the daemon keeps up with on a small machine: about 250 run reads a second.
+    interval = max(2.0 if window < 10 else 5.0, run_count / 250)
     window = interval * math.ceil(window / interval)  # whole poll intervals: no pass cut in two
     burst = Burst(run_count, interval, window)
     daemon_soak.READY_TIMEOUT = 60 + run_count / 50  # discovery and the first pass of every run

@@ -15,6 +15,7 @@ from prometheus_client.parser import text_string_to_metric_families
 from prometheus_client.samples import Sample
 
 from monitor import __version__
+from monitor.clock import ManualClock
 from monitor.exporter.collector import MAX_NAME_LABEL_CHARS, build_registry, label_value
 from monitor.exporter.live import RuntimeState
 from monitor.exporter.scrape_cache import ScrapeCache
@@ -335,11 +336,13 @@ def test_runway_infinite_is_exported_and_unknown_is_omitted() -> None:
 async def test_each_scrape_renders_the_latest_state() -> None:
     runtime = sample_runtime()
     registry = build_registry(runtime, include_process=False)
-    cache = ScrapeCache(registry)
+    clock = ManualClock(T0)
+    cache = ScrapeCache(registry, clock=clock)
     first = samples_of((await cache.scrape()).body.decode())
     assert value_of(first, "prime_run_total_cost_usd", run_id="run-a1") == 13.0
     runtime.run_read("run-a1", RunSnapshot(run_id="run-a1", taken_at=T0, total_cost_usd=20.0), mono=T0)
     runtime.forget_run("run-b2")
+    clock.advance(15)  # Prometheus' next scrape
     second = samples_of((await cache.scrape()).body.decode())
     assert value_of(second, "prime_run_total_cost_usd", run_id="run-a1") == 20.0
     # A run the daemon stopped watching leaves no series behind.

@@ -138,7 +138,7 @@ async def check(cache: ScrapeCache, runtime: RuntimeState, accept: str) -> None:
 def test_the_cached_scrape_equals_a_fresh_render_after_any_changes(steps: list[tuple[list[Change], str]]) -> None:
     async def body() -> None:
         runtime = RuntimeState(started_at=T0, config_loaded=True)
-        cache = ScrapeCache(build_registry(runtime, include_process=False), slice_seconds=0.0)
+        cache = ScrapeCache(build_registry(runtime, include_process=False), max_age=0.0, slice_seconds=0.0)
         for batch, accept in steps:
             for change in batch:
                 change(runtime)
@@ -159,7 +159,7 @@ def many_runs(count: int) -> RuntimeState:
 
 async def test_polls_run_while_a_scrape_renders_and_their_changes_show_in_the_next() -> None:
     runtime = many_runs(2_000)
-    cache = ScrapeCache(build_registry(runtime, include_process=False), slice_seconds=0.0)
+    cache = ScrapeCache(build_registry(runtime, include_process=False), max_age=0.0, slice_seconds=0.0)
     scrape = asyncio.ensure_future(cache.scrape())
     polls_during_scrape = 0
     while not scrape.done():
@@ -179,7 +179,7 @@ async def test_polls_run_while_a_scrape_renders_and_their_changes_show_in_the_ne
 
 async def test_the_background_refresh_keeps_up_with_polls_and_never_shows_a_half_state() -> None:
     runtime = many_runs(300)
-    cache = ScrapeCache(build_registry(runtime, include_process=False), slice_seconds=0.0)
+    cache = ScrapeCache(build_registry(runtime, include_process=False), max_age=0.0, slice_seconds=0.0)
     await cache.scrape()  # a format is refreshed once someone scraped it
     refresher = asyncio.ensure_future(cache.keep_fresh(every=0.001))
     try:
@@ -199,7 +199,7 @@ async def test_the_background_refresh_keeps_up_with_polls_and_never_shows_a_half
 
 async def test_an_unchanged_state_is_answered_from_the_cache_and_the_small_families_stay_fresh() -> None:
     runtime = sample_runtime()
-    cache = ScrapeCache(build_registry(runtime, include_process=False))
+    cache = ScrapeCache(build_registry(runtime, include_process=False), max_age=0.0)
     first = await cache.scrape(accept_encoding="gzip")
     runtime.requests.observe("usage", "200", 0.01)  # no run changed, the request counters did
     second = await cache.scrape(accept_encoding="gzip")
@@ -208,10 +208,30 @@ async def test_an_unchanged_state_is_answered_from_the_cache_and_the_small_famil
     assert b'prime_monitor_api_requests_total{code="200",endpoint="usage"} 3.0' in gzip.decompress(second.body)
 
 
+async def test_a_burst_of_scrapes_shares_one_rendering_at_most_max_age_old() -> None:
+    runtime = sample_runtime()
+    clock = ManualClock(T0)
+    cache = ScrapeCache(build_registry(runtime, include_process=False), max_age=1.0, clock=clock)
+    before = await cache.scrape(accept_encoding="gzip")
+    runtime.run_read("run-a1", snapshot("run-a1", cost=99.0, tokens=1, name="exp-alpha", status="RUNNING"), mono=T0)
+    runtime.requests.observe("wallet", "503", 0.01)
+    clock.advance(0.9)
+    during = gzip.decompress((await cache.scrape(accept_encoding="gzip")).body).decode()
+    # Within the second: the runs' series as they were, the monitor's own families as they are.
+    assert 'prime_run_total_cost_usd{run_id="run-a1"} 13.0' in during
+    assert 'prime_monitor_api_requests_total{code="503",endpoint="wallet"} 1.0' in during
+    assert during.startswith(gzip.decompress(before.body).decode().partition("# HELP prime_wallet")[0])
+    clock.advance(0.1)
+    after = await cache.scrape(accept_encoding="gzip")
+    assert gzip.decompress(after.body) == fresh(runtime, "")
+
+
 async def test_concurrent_scrapes_over_http_get_whole_identical_answers() -> None:
     runtime = many_runs(500)
     registry = build_registry(runtime, include_process=False)
-    server = MonitorHttpServer(registry=registry, health=health_of(runtime, ManualClock(T0)), host="127.0.0.1", port=0)
+    server = MonitorHttpServer(
+        registry=registry, health=health_of(runtime, ManualClock(T0)), host="127.0.0.1", port=0, metrics_max_age=0.0
+    )
     await server.start()
     try:
         async with httpx.AsyncClient(base_url=server.url, timeout=10.0) as client:

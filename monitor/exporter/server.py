@@ -6,7 +6,8 @@ aiohttp on the daemon's own event loop. Nothing here writes to the runtime.
   header prefers it, else text 0.0.4), gzip when accepted. Through monitor.exporter.scrape_cache:
   the per-run series are re-rendered only for runs that changed (in the background, a second at
   most after the change), in slices that let polls run, and gzip is computed in a worker thread; a
-  scrape never holds the loop for long.
+  scrape never holds the loop for long, and the scrapes of a burst share one rendering (the runs'
+  series at most a second old; the monitor's own families always fresh).
 - /healthz: liveness (monitor.exporter.health): 503 with the reason when the scheduler's heartbeat stops or
   every job (or the state store) has failed for longer than `health.unhealthy_after`, so that an
   orchestrator restarts the daemon; else 200.
@@ -26,7 +27,7 @@ from aiohttp import web
 from prometheus_client import CollectorRegistry
 
 from monitor.exporter.health import MonitorHealth
-from monitor.exporter.scrape_cache import ScrapeCache
+from monitor.exporter.scrape_cache import MAX_AGE_SECONDS, ScrapeCache
 
 log = structlog.get_logger(__name__)
 
@@ -46,8 +47,10 @@ class MonitorHttpServer:
         health: MonitorHealth,
         host: str,
         port: int,
+        metrics_max_age: float = MAX_AGE_SECONDS,
     ) -> None:
-        self._exposition = ScrapeCache(registry)
+        # A burst of scrapes shares one rendering of the runs' series, at most `metrics_max_age` old.
+        self._exposition = ScrapeCache(registry, max_age=metrics_max_age)
         self._health = health
         self._host = host
         self._port = port
