@@ -13,17 +13,17 @@ what a burst of scrapes does to the daemon's polls.
      one rendering among the scrapes of a second): the first scrape (every run rendered), a scrape with
      nothing changed, plain and gzip, and a gzip scrape after 1 %, 10 % and 100 % of the runs got a new
      reading;
-   - body sizes, plain and gzip; every cached figure also as a ratio: uncached / cached.
    - `refreshed`: a gzip scrape after 100 % changed once the daemon's background refresh has rendered
-     the changes (what a scrape costs in the steady state: assembly and gzip).
+     the changes (what a scrape costs in the steady state: assembly and gzip);
+   - body sizes, plain and gzip; every cached figure also as a ratio: uncached / cached.
 2. Polls during a scrape burst: the real daemon (`python -m monitor run`) watching N runs of the
    simulator (`python -m monitor simulate`, runs added in one bulk request), both separate processes
-   on 127.0.0.1, polled every max(5 s, N / 250 s). Three windows of `--window` seconds each (rounded
-   up to whole intervals): quiet, a burst (`--scrapers` clients, 8, each scraping /metrics every
-   `--scrape-every` seconds, 1, or back to back with 0; gzip and OpenMetrics as Prometheus asks),
-   quiet again. Printed: usage calls the simulator answered in each
-   window, the burst's calls as a ratio of the quiet windows' mean (1.00: no drop), the scrapes made and
-   their latency over HTTP. `--no-daemon` skips this part.
+   on 127.0.0.1, polled every max(5 s, N / 250 s). Five windows of `--window` seconds each (rounded
+   up to whole intervals), alternated quiet, burst, quiet, burst, quiet so that the machine's drift
+   hits both kinds; in a burst `--scrapers` clients (8) each scrape /metrics every `--scrape-every`
+   seconds (1; 0: back to back), gzip and OpenMetrics as Prometheus asks. Printed: usage calls the
+   simulator answered per window, the burst's as a ratio of the quiet windows' (1.00: no drop), the
+   daemon's CPU, the scrapes made and their latency over HTTP. `--no-daemon` skips this part.
 
 The machines are shared and noisy: compare ratios, not milliseconds. No asserts.
 """
@@ -54,6 +54,7 @@ from client_throughput import (
     ADMIN_TOKEN,
     API_KEY,
     count_of,
+    cpu_seconds,
     free_port,
     load_average,
     scenario,
@@ -235,20 +236,32 @@ def print_renderings(results: list[Rendering]) -> None:
 # -- 2. polls during a scrape burst -----------------------------------------------------------------
 
 
+WINDOWS = ("quiet", "burst", "quiet", "burst", "quiet")  # alternated: the machine's drift hits both
+
+
 @dataclass
 class Burst:
     runs: int
     interval: float
     window: float
-    calls: dict[str, int] = field(default_factory=dict)
+    # Per kind of window: usage calls the simulator answered, CPU seconds of the daemon.
+    calls: dict[str, list[int]] = field(default_factory=lambda: {"quiet": [], "burst": []})
+    cpu: dict[str, list[float]] = field(default_factory=lambda: {"quiet": [], "burst": []})
     scrape_ms: list[float] = field(default_factory=list)
     scrape_bytes: int = 0
     errors: int = 0
 
+    def per_window(self, kind: str) -> float:
+        return statistics.mean(self.calls[kind])
+
+    def cpu_share(self, kind: str) -> float:
+        """The daemon's CPU as a share of one core."""
+        return statistics.mean(self.cpu[kind]) / self.window
+
     @property
     def ratio(self) -> float:
-        quiet = (self.calls["quiet"] + self.calls["quiet again"]) / 2
-        return self.calls["burst"] / quiet if quiet else float("nan")
+        quiet = self.per_window("quiet")
+        return self.per_window("burst") / quiet if quiet else float("nan")
 
 
 async def scrape_burst(base: str, *, scrapers: int, every: float, seconds: float, burst: Burst) -> None:
@@ -311,13 +324,14 @@ def measure_burst(run_count: int, *, window: float, scrapers: int, every: float,
         try:
             daemon_soak.wait_ready(proc, base, log_path)
             time.sleep(interval)  # one more pass: the schedule settles
-            for label in ("quiet", "burst", "quiet again"):
-                before = count_of(sim.request_counts(), "usage")
-                if label == "burst":
+            for kind in WINDOWS:
+                calls, cpu = count_of(sim.request_counts(), "usage"), cpu_seconds(proc.pid)
+                if kind == "burst":
                     asyncio.run(scrape_burst(base, scrapers=scrapers, every=every, seconds=window, burst=burst))
                 else:
                     time.sleep(window)
-                burst.calls[label] = count_of(sim.request_counts(), "usage") - before
+                burst.calls[kind].append(count_of(sim.request_counts(), "usage") - calls)
+                burst.cpu[kind].append(cpu_seconds(proc.pid) - cpu)
         finally:
             proc.send_signal(signal.SIGTERM)
             try:
@@ -332,8 +346,13 @@ def print_burst_header(*, scrapers: int, every: float) -> None:
     pace = f"each every {every:g} s" if every > 0 else "back to back"
     print(f"\n== 2. usage calls of the daemon, quiet vs during a burst: {scrapers} scrapers, {pace} (gzip) ==")
     print(
-        f"{'runs':>6} {'interval s':>10} {'window s':>8} {'expected':>8} {'quiet':>6} {'burst':>6} {'quiet':>6}"
-        f" {'burst/quiet':>11} {'scrapes':>7} {'median ms':>9} {'p95 ms':>7} {'gzip KiB':>8} {'errors':>6}",
+        "(usage calls per window: mean of the windows of each kind, alternated quiet, burst, quiet, burst, quiet;"
+        " CPU: the daemon's, as a share of one core)"
+    )
+    print(
+        f"{'runs':>6} {'interval s':>10} {'window s':>8} {'expected':>8} {'quiet':>7} {'burst':>7}"
+        f" {'burst/quiet':>11} {'CPU quiet':>9} {'CPU burst':>9} {'scrapes':>7} {'median ms':>9} {'p95 ms':>7}"
+        f" {'gzip KiB':>8} {'errors':>6}",
         flush=True,
     )
 
@@ -342,8 +361,9 @@ def print_burst(b: Burst) -> None:
     latencies = sorted(b.scrape_ms) or [float("nan")]
     print(
         f"{b.runs:>6} {b.interval:>10.1f} {b.window:>8.0f} {b.runs * b.window / b.interval:>8.0f}"
-        f" {b.calls['quiet']:>6} {b.calls['burst']:>6} {b.calls['quiet again']:>6} {b.ratio:>11.2f}"
-        f" {len(b.scrape_ms):>7} {statistics.median(latencies):>9.1f}"
+        f" {b.per_window('quiet'):>7.0f} {b.per_window('burst'):>7.0f} {b.ratio:>11.2f}"
+        f" {b.cpu_share('quiet'):>9.0%} {b.cpu_share('burst'):>9.0%} {len(b.scrape_ms):>7}"
+        f" {statistics.median(latencies):>9.1f}"
         f" {latencies[int(0.95 * (len(latencies) - 1))]:>7.1f} {b.scrape_bytes / 1024:>8.1f} {b.errors:>6}",
         flush=True,
     )

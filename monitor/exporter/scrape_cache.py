@@ -12,10 +12,11 @@ on the event loop the polls run on, took seconds and starved the polls. So:
   number of runs; each subject is rendered in one go, so its lines always agree with each other.
 - The families' text (headers and lines, per exposition format) is assembled again only when a
   subject changed, and at most once per `max_age` (a second): the scrapes of a burst share one text,
-  at most that old. It is assembled a family at a time with the loop let in between. Its gzip is computed in a worker
-  thread (zlib lets go of the GIL) and stopped with a sync flush: the compressor's state is kept, so
-  each scrape appends the small part and finishes it. Once gzipped, the plain text is let go unless
-  someone asked for it plain (Prometheus always asks for gzip): 14 MB less at 10,000 runs.
+  at most that old. It is assembled a family at a time with the loop let in between. Its gzip is
+  computed in a worker thread at a low priority (zlib lets go of the GIL) and stopped with a sync
+  flush: the compressor's state is kept, so each scrape appends the small part and finishes it.
+  Once gzipped, the plain text is let go unless someone asked for it plain (Prometheus always asks
+  for gzip): 14 MB less at 10,000 runs.
 - The small families (the wallet, the monitor's own health and counters, API request metrics,
   `process_*`) are a few hundred lines and change all the time: they are rendered on every scrape by
   prometheus_client, after the per-subject ones.
@@ -27,9 +28,13 @@ prove it over random sequences of changes.
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import os
+import threading
 import time
 import zlib
 from collections.abc import Awaitable, Callable
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from functools import partial
 from typing import Any, TypeVar, cast
@@ -60,6 +65,17 @@ _CHECK_EVERY = 32  # subjects rendered between two looks at the clock
 
 Encoder = Callable[[Collector], bytes]
 T = TypeVar("T")
+
+
+def _lower_priority() -> None:
+    """The compressing thread yields the CPU to everything else: on Linux a thread has its own nice
+    value, so the polls (this process's loop) and whatever runs beside the daemon come first."""
+    with contextlib.suppress(AttributeError, OSError):
+        os.setpriority(os.PRIO_PROCESS, threading.get_native_id(), 10)
+
+
+# One thread for every gzip of every cache: a burst never compresses twice at once.
+_GZIP_THREAD = ThreadPoolExecutor(max_workers=1, thread_name_prefix="metrics-gzip", initializer=_lower_priority)
 
 
 @dataclass(frozen=True, slots=True)
@@ -201,6 +217,13 @@ class ScrapeCache:
             else:
                 failing = False
 
+    async def close(self) -> None:
+        """Stop the renderings in progress (a server stopping): nothing is left pending on the loop."""
+        tasks = [task for cache in self._caches.values() for task in cache.tasks.values()]
+        for task in tasks:
+            task.cancel()
+        await asyncio.gather(*tasks, return_exceptions=True)
+
     def _cache_for(self, escaping: str) -> _SubjectCache:
         names = names_under(escaping)
         cache = self._caches.get(names)
@@ -291,8 +314,9 @@ class ScrapeCache:
             parts = assembled.parts
             if parts is None:  # cannot happen: the text is let go only once its gzip is done
                 raise RuntimeError("metrics text let go before its gzip was made")
-            # In a worker thread: zlib lets go of the GIL, so polls go on meanwhile.
-            assembled.gzipped = asyncio.ensure_future(asyncio.to_thread(_Gzipped, parts, self._gzip_level))
+            # In a worker thread at a low priority: zlib lets go of the GIL, so polls go on meanwhile.
+            loop = asyncio.get_running_loop()
+            assembled.gzipped = loop.run_in_executor(_GZIP_THREAD, _Gzipped, parts, self._gzip_level)
         gzipped = await asyncio.shield(assembled.gzipped)
         if not assembled.asked_plain:
             assembled.parts = None

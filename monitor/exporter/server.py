@@ -89,6 +89,7 @@ class MonitorHttpServer:
             refresher.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await refresher
+        await self._exposition.close()
         runner, self._runner = self._runner, None
         if runner is not None:
             await runner.cleanup()
