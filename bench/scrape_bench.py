@@ -258,6 +258,10 @@ class Burst:
         """The daemon's CPU as a share of one core."""
         return statistics.mean(self.cpu[kind]) / self.window
 
+    def in_order(self) -> list[int]:
+        left = {kind: iter(calls) for kind, calls in self.calls.items()}
+        return [next(left[kind]) for kind in WINDOWS]
+
     @property
     def ratio(self) -> float:
         quiet = self.per_window("quiet")
@@ -367,6 +371,8 @@ def print_burst(b: Burst) -> None:
         f" {latencies[int(0.95 * (len(latencies) - 1))]:>7.1f} {b.scrape_bytes / 1024:>8.1f} {b.errors:>6}",
         flush=True,
     )
+    windows = ", ".join(f"{kind} {calls}" for kind, calls in zip(WINDOWS, b.in_order(), strict=True))
+    print(f"{'':>6} usage calls per window, in order: {windows}", flush=True)
 
 
 def main() -> None:

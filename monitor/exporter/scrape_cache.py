@@ -13,7 +13,7 @@ on the event loop the polls run on, took seconds and starved the polls. So:
 - The families' text (headers and lines, per exposition format) is assembled again only when a
   subject changed, and at most once per `max_age` (a second): the scrapes of a burst share one text,
   at most that old. It is assembled a family at a time with the loop let in between. Its gzip is
-  computed in a worker thread at a low priority (zlib lets go of the GIL) and stopped with a sync
+  computed in a worker thread (zlib lets go of the GIL) and stopped with a sync
   flush: the compressor's state is kept, so each scrape appends the small part and finishes it.
   Once gzipped, the plain text is let go unless someone asked for it plain (Prometheus always asks
   for gzip): 14 MB less at 10,000 runs.
@@ -28,9 +28,6 @@ prove it over random sequences of changes.
 from __future__ import annotations
 
 import asyncio
-import contextlib
-import os
-import threading
 import time
 import zlib
 from collections.abc import Awaitable, Callable
@@ -66,16 +63,9 @@ _CHECK_EVERY = 32  # subjects rendered between two looks at the clock
 Encoder = Callable[[Collector], bytes]
 T = TypeVar("T")
 
-
-def _lower_priority() -> None:
-    """The compressing thread yields the CPU to everything else: on Linux a thread has its own nice
-    value, so the polls (this process's loop) and whatever runs beside the daemon come first."""
-    with contextlib.suppress(AttributeError, OSError):
-        os.setpriority(os.PRIO_PROCESS, threading.get_native_id(), 10)
-
-
-# One thread for every gzip of every cache: a burst never compresses twice at once.
-_GZIP_THREAD = ThreadPoolExecutor(max_workers=1, thread_name_prefix="metrics-gzip", initializer=_lower_priority)
+# One thread for every gzip of every cache: a burst never compresses twice at once. At the normal
+# priority: a niced thread holding up the GIL hand-over stalls the loop, and makes scrapes wait seconds.
+_GZIP_THREAD = ThreadPoolExecutor(max_workers=1, thread_name_prefix="metrics-gzip")
 
 
 @dataclass(frozen=True, slots=True)
@@ -314,7 +304,7 @@ class ScrapeCache:
             parts = assembled.parts
             if parts is None:  # cannot happen: the text is let go only once its gzip is done
                 raise RuntimeError("metrics text let go before its gzip was made")
-            # In a worker thread at a low priority: zlib lets go of the GIL, so polls go on meanwhile.
+            # In a worker thread: zlib lets go of the GIL, so polls go on meanwhile.
             loop = asyncio.get_running_loop()
             assembled.gzipped = loop.run_in_executor(_GZIP_THREAD, _Gzipped, parts, self._gzip_level)
         gzipped = await asyncio.shield(assembled.gzipped)
