@@ -173,8 +173,10 @@ class ScrapeCache:
             assembled = await self._assembled(cache, encoder, key, plain=not zipped, reuse=recent)
             if zipped:
                 gzipped = await self._gzipped(assembled)
+            elif assembled.parts is None:  # cannot happen: asked plain, it was assembled again
+                raise RuntimeError("metrics text let go before a plain scrape")
             else:
-                head = assembled.parts or ()
+                head = assembled.parts
         # The small families, fresh: rendered after every await above.
         tail = encoder(self._rest)
         if not zipped:
