@@ -27,14 +27,12 @@ from monitor.rules.evaluate import (
     runway_seconds,
     wallet_spend_usd,
 )
+from monitor.rules.schedule import PollHint, next_poll
 from monitor.rules.trend import RunWindow, Trend
 from monitor.snapshots import RunSnapshot, WalletSnapshot
 from monitor.store.state_store import StateStore
 
 log = structlog.get_logger(__name__)
-
-# A run whose utilisation of any rule reaches this is polled at the fastest allowed interval.
-HOT_UTILISATION = 0.8
 
 
 class BreachObserver(Protocol):
@@ -66,12 +64,15 @@ class Pipeline:
         # writer, so the store is read once per key (after a start), not on every poll.
         self._alerts: dict[tuple[str, str], AlertState | None] = {}
 
-    async def on_reading(self, snapshot: RunSnapshot, verdict: Verdict) -> None:
-        """An accepted reading from the poller. After a confirmed billing correction the readings
-        before it no longer add up with the new totals: the burn window starts again from here."""
+    async def on_reading(self, snapshot: RunSnapshot, verdict: Verdict) -> PollHint:
+        """An accepted reading from the poller; returns when the run is next worth reading. After a
+        confirmed billing correction the readings before it no longer add up with the new totals: the
+        burn window starts again from here."""
         if verdict.corrected and snapshot.run_id in self._windows:
             self._windows[snapshot.run_id].reset()
-        await self.on_run_snapshot(snapshot, corrected=verdict.corrected)
+        evaluations = await self.on_run_snapshot(snapshot, corrected=verdict.corrected)
+        rules = {rule.name: rule for rule in self.settings.run_rules}
+        return next_poll(evaluations, rules, taken_at=snapshot.taken_at, min_interval=self.settings.poll.min_interval)
 
     async def on_run_snapshot(self, snapshot: RunSnapshot, *, corrected: bool = False) -> list[Evaluation]:
         now = self.clock.now()
@@ -115,14 +116,6 @@ class Pipeline:
             self._advance(rule, evaluation, context)
         self.runtime.wallet_figures(runway_seconds=runway, spend_by_rule=spend_by_rule)
         return evaluations
-
-    def hot_runs(self) -> set[str]:
-        """Runs at or past HOT_UTILISATION of any rule: polled at the fastest allowed interval."""
-        return {
-            subject
-            for (subject, _), ev in self.runtime.evaluations.items()
-            if ev.scope == "run" and ev.utilisation is not None and ev.utilisation >= HOT_UTILISATION
-        }
 
     def forget(self, run_id: str) -> None:
         self._windows.pop(run_id, None)

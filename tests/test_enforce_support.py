@@ -69,7 +69,8 @@ def make_settings(sim: SimulatorHandle, state_path: Path, **enforce: Any) -> Set
         rules=[
             {"name": "run-cap", "scope": "run", "metric": "total_cost_usd", "threshold": CAP_USD, "action": "delete"}
         ],
-        enforce={"grace_period": GRACE_SECONDS, "confirm_polls": 2, **enforce},
+        # The reactive path (a countdown only once the cap is crossed); anticipation: test_anticipation.py.
+        enforce={"grace_period": GRACE_SECONDS, "confirm_polls": 2, "anticipate": False, **enforce},
         state={"path": str(state_path)},
     )
 

@@ -121,9 +121,14 @@ class WatchSettings(_Section):
 class PollSettings(_Section):
     interval: Annotated[Duration, within(low=1.0, high=DAY)] = 30.0
     wallet_interval: Annotated[Duration, within(low=1.0, high=DAY)] = 60.0
-    # Poll runs near a threshold (or with a delete pending) at min_interval instead of interval.
+    # Poll each run by its projected time to its nearest threshold: from max_interval far away down to
+    # min_interval near a crossing (or with a delete pending); interval when nothing can be projected.
     adaptive: bool = True
     min_interval: Annotated[Duration, within(low=0.1, high=DAY)] = 5.0
+    max_interval: Annotated[Duration, within(low=1.0, high=DAY)] = 300.0
+    # A budget for all run reads together, whatever the number of runs (0: none); the runs closest to a
+    # limit are read first.
+    max_requests_per_second: float = Field(default=50.0, ge=0.0, le=10_000.0, allow_inf_nan=False)
     # Window for burn rates (USD/hour) computed from the snapshot history.
     burn_window: Annotated[Duration, within(low=1.0, high=WEEK)] = 900.0
     # A run that answers 404 is polled less and less often, doubling from interval up to this.
@@ -133,6 +138,8 @@ class PollSettings(_Section):
     def _consistent(self) -> PollSettings:
         if self.min_interval > self.interval:
             raise ValueError("min_interval cannot be longer than interval")
+        if self.max_interval < self.interval:
+            raise ValueError("max_interval cannot be shorter than interval")
         if self.not_found_backoff_max < self.interval:
             raise ValueError("not_found_backoff_max cannot be shorter than interval (it backs off from interval)")
         if self.burn_window < 2 * self.interval:
@@ -187,6 +194,10 @@ class EnforceSettings(_Section):
     # 0 is allowed: delete as soon as the readings confirm the breach.
     grace_period: Annotated[Duration, within(low=0.0, high=WEEK)] = 120.0
     confirm_polls: int = Field(default=2, ge=1, le=20)
+    # Announce a delete (and start its grace period) when a steady burn will reach the limit within the
+    # grace period, so the DELETE lands as soon as fresh readings confirm the crossing instead of a grace
+    # period after it. Off: the countdown starts only once the limit is crossed.
+    anticipate: bool = True
     max_deletes_per_hour: int = Field(default=3, ge=0, le=1000)
     protect: list[str] = Field(default_factory=list, description="run ids or run-name globs never deleted")
 

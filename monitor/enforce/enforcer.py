@@ -29,11 +29,13 @@ from monitor.api.errors import (
     UnreachableError,
 )
 from monitor.clock import Clock
+from monitor.config.durations import format_duration
 from monitor.config.settings import Settings
 from monitor.enforce.delete_call import DeleteCall, Unauthorized
-from monitor.enforce.evidence import Evidence, Reading, Schedule
+from monitor.enforce.evidence import Evidence, Projection, Reading, Schedule
 from monitor.enforce.journal import Journal, NotificationPublisher
 from monitor.enforce.messages import cap_notice, stopped_notice, utc
+from monitor.enforce.projection import anticipation, calls_off, kill_ahead
 from monitor.enforce.restart import resume_intent, resume_pending
 from monitor.enforce.safety import (
     HOUR,
@@ -200,26 +202,34 @@ class Enforcer:
 
     async def _observe(self, evaluation: Evaluation, snapshot: RunSnapshot, *, corrected: bool) -> None:
         track = self._track(snapshot.run_id, evaluation.rule)
-        reading = Reading.of(snapshot, metric=evaluation.metric, value=evaluation.value, limit=evaluation.limit)
-        keep = self._settings.enforce.confirm_polls
-        counted = track.count(
-            snapshot, reading, breached=evaluation.breached, stale_after=self._stale_after(), keep=keep
+        rule = self._delete_rule(evaluation.rule)
+        enforce = self._settings.enforce
+        # Kill-ahead: a reading that projects the crossing before the next one can show it counts like
+        # one over the limit (monitor.enforce.projection).
+        ahead = None
+        if rule is not None and rule.kill_ahead and not evaluation.breached:
+            ahead = kill_ahead(evaluation, poll_gap=self._settings.poll.min_interval)
+        reading = Reading.of(
+            snapshot,
+            metric=evaluation.metric,
+            value=evaluation.value,
+            limit=evaluation.limit,
+            projected=ahead.projected_value if ahead is not None else None,
         )
-        pending = track.pending
+        keep = enforce.confirm_polls
+        breached = evaluation.breached or ahead is not None
+        counted = track.count(snapshot, reading, breached=breached, stale_after=self._stale_after(), keep=keep)
         if counted == "seen":
             log.debug("enforce_reading_already_counted", run_id=track.run_id, rule=track.rule)
             return
-        if counted == "under" and pending is not None and pending.intent_id is None:
-            if snapshot.terminal:
-                reason = f"the run is {snapshot.status}: it finished or was stopped outside the monitor"
-            elif corrected:
-                reason = "a billing correction brought the run back under the limit"
-            else:
-                reason = "the run is back under the limit"
-            await self._conclude(track, "cancelled", reason=reason, extra=[reading])
+        track.kill_projection = ahead
+        pending = track.pending
+        if counted == "under":
+            await self._under(track, evaluation, snapshot, reading, corrected=corrected)
+            return
         if counted == "reset":
             log.info("enforce_confirmations_reset", run_id=track.run_id, rule=track.rule)
-        if counted in ("seen", "unknown", "under") or not track.confirmations:
+        if counted == "unknown" or not track.confirmations:
             return
         if pending is None and not (len(track.confirmations) >= keep and self._start_episode(track)):
             return
@@ -227,7 +237,35 @@ class Enforcer:
         if track.pending.deadline_mono <= self.clock.monotonic():
             await self._execute(track, due=True)
 
-    def _start_episode(self, track: Track) -> bool:
+    async def _under(
+        self, track: Track, evaluation: Evaluation, snapshot: RunSnapshot, reading: Reading, *, corrected: bool
+    ) -> None:
+        """A reading under the limit: it calls off a countdown (unless one started ahead of the crossing
+        still expects it), or starts one ahead of the crossing (anticipation)."""
+        pending = track.pending
+        grace = self._settings.enforce.grace_period
+        if pending is not None and pending.intent_id is None:
+            if snapshot.terminal:
+                reason: str | None = f"the run is {snapshot.status}: it finished or was stopped outside the monitor"
+            elif corrected:
+                reason = "a billing correction brought the run back under the limit"
+            elif pending.anticipated is not None:
+                reason = calls_off(evaluation, grace_period=grace)
+            else:
+                reason = "the run is back under the limit"
+            if reason is not None:
+                await self._conclude(track, "cancelled", reason=reason, extra=[reading])
+            return
+        if pending is None and self._settings.enforce.anticipate and not snapshot.terminal:
+            projection = anticipation(evaluation, grace_period=grace)
+            if projection is not None:
+                self._start_episode(track, readings=[reading], projection=projection)
+
+    def _start_episode(
+        self, track: Track, *, readings: list[Reading] | None = None, projection: Projection | None = None
+    ) -> bool:
+        """Announce a countdown: on confirmed readings over the limit, or (`projection`) ahead of the
+        crossing, quoting the projection; False when it may not start now."""
         now = self.clock.now()
         enforce = self._settings.enforce
         blocked = episode_blocked(
@@ -236,7 +274,7 @@ class Enforcer:
             stopped=self._stopped,
             gave_up=(track.run_id, track.rule) in self._gave_up,
             protection=self._protection(track.run_id, track.run_name, now=now),
-            dry_run_on_same_config=(enforce.dry_run and self.journal.config_hash) or None,
+            dry_run_on_same_config=self.journal.config_hash if enforce.dry_run else None,
             cap_full=self._cap_count(now) >= enforce.max_deletes_per_hour,
         )
         if blocked is not None:
@@ -245,17 +283,24 @@ class Enforcer:
                 track.skipped = blocked
             return False
         track.skipped = None
-        readings = list(track.confirmations)
+        readings = list(track.confirmations) if readings is None else readings
         schedule = Schedule(
             deadline=now + enforce.grace_period, grace_period=enforce.grace_period, run_name=track.run_name
         )
         verb = "would delete (dry run)" if enforce.dry_run else "delete"
+        if projection is None:
+            why = f"over the limit on {len(readings)} consecutive fresh readings"
+        else:
+            why = (
+                f"projected to reach the limit in {format_duration(projection.time_to_limit or 0.0)} at"
+                f" ${projection.rate_per_hour:,.2f}/h ({projection.landings} usage landings)"
+            )
         episode = self.journal.record(
             track,
             "delete_pending",
-            reason=f"over the limit on {len(readings)} consecutive fresh readings: {verb} at {utc(schedule.deadline)}"
+            reason=f"{why}: {verb} at {utc(schedule.deadline)} at the earliest, once fresh readings confirm it,"
             " unless it is back under the limit, finished or protected",
-            evidence=Evidence.of(readings, schedule=schedule),
+            evidence=Evidence.of(readings, schedule=schedule, projection=projection),
             intent_id=None,
             dry_run=enforce.dry_run,
         )
@@ -267,6 +312,7 @@ class Enforcer:
             dry_run=enforce.dry_run,
             run_name=track.run_name,
             announced=readings,
+            anticipated=projection,
         )
         count = self._cap_count(now)
         note = None
@@ -353,6 +399,7 @@ class Enforcer:
                 now=now,
                 burn_window=self._settings.poll.burn_window,
                 protection=self._protection(snapshot.run_id, snapshot.run_name, now=now),
+                kill_projection=track.kill_projection if rule.kill_ahead else None,
             )
             if cancel is not None:
                 await self._conclude(track, "cancelled", reason=cancel, extra=extra)

@@ -1,0 +1,93 @@
+"""Acting ahead of a crossing, on a projection: when to announce a delete early, when to call it off,
+and when (opt-in, per rule) to delete before the limit is seen.
+
+Reacting after the fact cannot stop a run at its budget: the billing lag, the poll wait and a grace
+period that starts only at the crossing all add overspend. So, by default, the countdown (the
+announcement and the grace period people get to intervene) starts when a steady burn will reach the
+limit within the grace period plus one landing gap; the DELETE still needs fresh readings over the
+limit, and lands as soon as they confirm the crossing. If the run slows or stops so that it no
+longer gets there in time, the countdown is called off, and that is announced.
+
+Kill-ahead (`kill_ahead: true` on a delete rule) goes further: it deletes when the limit will be
+crossed before the next reading can show it (one landing gap plus one poll at the current pace), so
+a run may stop slightly under its limit. Never on fewer than three landings or an unsteady pace
+(monitor.rules.trend.Trend.actionable). Pure functions of an evaluation.
+"""
+
+from __future__ import annotations
+
+from monitor.enforce.evidence import Projection
+from monitor.records import Evaluation
+
+# A countdown started ahead of the crossing is called off only when the crossing has moved this many
+# times the anticipation window away (or the run stopped): a pace that wobbles does not flap it.
+CANCEL_FACTOR = 2.0
+
+
+def _window(evaluation: Evaluation, *, grace_period: float) -> float:
+    trend = evaluation.trend
+    gap = trend.landing_gap if trend is not None and trend.landing_gap is not None else 0.0
+    return grace_period + gap
+
+
+def anticipation(evaluation: Evaluation, *, grace_period: float) -> Projection | None:
+    """The projection that lets a countdown start before the crossing, or None."""
+    trend = evaluation.trend
+    if evaluation.breaches_below or evaluation.value is None or trend is None:
+        return None
+    rate, to_limit = trend.rate_per_hour, evaluation.time_to_limit_seconds
+    if rate is None or rate <= 0 or to_limit is None or trend.landings < 2:
+        return None
+    if to_limit > _window(evaluation, grace_period=grace_period):
+        return None
+    return Projection(
+        basis="anticipated",
+        rate_per_hour=rate,
+        landings=trend.landings,
+        landing_gap=trend.landing_gap,
+        steady=trend.steady,
+        time_to_limit=to_limit,
+    )
+
+
+def calls_off(evaluation: Evaluation, *, grace_period: float) -> str | None:
+    """Why a countdown started ahead of the crossing should be called off, or None to keep it.
+
+    Unknown is not a reason (a pace cannot be read right after a restart); a stop, or a crossing that
+    moved far past the countdown, is."""
+    trend = evaluation.trend
+    if trend is None or trend.rate_per_hour is None:
+        return None
+    if trend.rate_per_hour <= 0:
+        return "the run stopped burning before it reached the limit"
+    to_limit = evaluation.time_to_limit_seconds
+    if to_limit is not None and to_limit > CANCEL_FACTOR * _window(evaluation, grace_period=grace_period):
+        return (
+            f"the run slowed down: at ${trend.rate_per_hour:,.2f}/h it reaches the limit in about"
+            f" {to_limit / 60:.0f} min, long after the countdown"
+        )
+    return None
+
+
+def kill_ahead(evaluation: Evaluation, *, poll_gap: float) -> Projection | None:
+    """The projection that lets a kill-ahead rule delete now, or None: a steady pace on enough landings
+    that crosses the limit before the next reading can show the next landing."""
+    trend = evaluation.trend
+    value = evaluation.value
+    if evaluation.breaches_below or value is None or trend is None or not trend.actionable:
+        return None
+    assert trend.rate_per_hour is not None and trend.landing_gap is not None
+    horizon = trend.landing_gap + poll_gap
+    projected = value + trend.rate_per_hour / 3600.0 * horizon
+    if projected < evaluation.limit:
+        return None
+    return Projection(
+        basis="kill_ahead",
+        rate_per_hour=trend.rate_per_hour,
+        landings=trend.landings,
+        landing_gap=trend.landing_gap,
+        steady=trend.steady,
+        time_to_limit=evaluation.time_to_limit_seconds,
+        projected_value=projected,
+        horizon=horizon,
+    )

@@ -1,0 +1,59 @@
+"""When a run is next worth reading: by its projected time to its nearest threshold.
+
+A run far from every limit is read rarely (up to `poll.max_interval`), one closing in ever more often
+(down to `poll.min_interval`). Usage lands in steps, so a crossing can only be seen at the first
+landing after it: when the landing gap is known, the next read is placed just after that landing
+rather than at a fixed fraction of the time left. Pure: from a reading's evaluations and trends.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+
+from monitor.records import Evaluation
+from monitor.rules.config import RunRule
+from monitor.rules.evaluate import tier_thresholds
+
+
+@dataclass(frozen=True, slots=True)
+class PollHint:
+    """What a reading says about the next one: wait this long after it (None: no projection, use
+    poll.interval), and how urgent the run is (seconds to its nearest threshold; None: unknown)."""
+
+    wait: float | None = None
+    urgency: float | None = None
+
+
+NO_HINT = PollHint()
+
+
+def next_poll(
+    evaluations: Sequence[Evaluation], rules: Mapping[str, RunRule], *, taken_at: float, min_interval: float
+) -> PollHint:
+    wait: float | None = None
+    urgency: float | None = None
+    for evaluation in evaluations:
+        rule = rules.get(evaluation.rule)
+        trend = evaluation.trend
+        value = evaluation.value
+        if rule is None or evaluation.breaches_below or value is None or trend is None:
+            continue
+        rate = trend.rate_per_hour
+        ahead = [t for t in tier_thresholds(rule) if t > value]
+        if not ahead or rate is None or rate <= 0:
+            continue
+        to_threshold = (ahead[0] - value) / rate * 3600.0
+        urgency = to_threshold if urgency is None else min(urgency, to_threshold)
+        if trend.landing_gap is not None and trend.last_landing_at is not None and trend.landing_gap > 0:
+            # Read just after the landing that will show the crossing (a little margin for the landing
+            # to be visible, never more than one fast poll).
+            gap, last = trend.landing_gap, trend.last_landing_at
+            landings = max(math.ceil((taken_at + to_threshold - last) / gap), 1)
+            visible = last + landings * gap + min(0.2 * gap, min_interval)
+            candidate = visible - taken_at
+        else:
+            candidate = to_threshold / 2
+        wait = candidate if wait is None else min(wait, candidate)
+    return PollHint(wait=wait, urgency=urgency)
