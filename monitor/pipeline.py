@@ -72,7 +72,15 @@ class Pipeline:
             self._windows[snapshot.run_id].reset()
         evaluations = await self.on_run_snapshot(snapshot, corrected=verdict.corrected)
         rules = {rule.name: rule for rule in self.settings.run_rules}
-        return next_poll(evaluations, rules, taken_at=snapshot.taken_at, min_interval=self.settings.poll.min_interval)
+        poll, enforce = self.settings.poll, self.settings.enforce
+        return next_poll(
+            evaluations,
+            rules,
+            taken_at=snapshot.taken_at,
+            min_interval=poll.min_interval,
+            interval=poll.interval,
+            announce_ahead=enforce.grace_period if enforce.anticipate else None,
+        )
 
     async def on_run_snapshot(self, snapshot: RunSnapshot, *, corrected: bool = False) -> list[Evaluation]:
         now = self.clock.now()

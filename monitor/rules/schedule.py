@@ -30,8 +30,16 @@ NO_HINT = PollHint()
 
 
 def next_poll(
-    evaluations: Sequence[Evaluation], rules: Mapping[str, RunRule], *, taken_at: float, min_interval: float
+    evaluations: Sequence[Evaluation],
+    rules: Mapping[str, RunRule],
+    *,
+    taken_at: float,
+    min_interval: float,
+    interval: float,
+    announce_ahead: float | None,
 ) -> PollHint:
+    """`announce_ahead`: with anticipation on, how long before a delete limit its countdown starts (the
+    grace period, plus the landing gap): the run is read in time to announce it then."""
     wait: float | None = None
     urgency: float | None = None
     for evaluation in evaluations:
@@ -55,5 +63,13 @@ def next_poll(
             candidate = visible - taken_at
         else:
             candidate = to_threshold / 2
+        if announce_ahead is not None and rule.action == "delete" and evaluation.breached is False:
+            gap = trend.landing_gap or 0.0
+            until_announce = to_threshold - announce_ahead - gap
+            if until_announce > 0:
+                candidate = min(candidate, until_announce)
+        if trend.landings < 2:
+            # A pace on fewer than two landings is a guess: read again soon to know it.
+            candidate = min(candidate, interval)
         wait = candidate if wait is None else min(wait, candidate)
     return PollHint(wait=wait, urgency=urgency)
