@@ -78,17 +78,21 @@ class Poller:
             # A run that keeps answering 404 (a typo, another team's id, deleted long ago) backs off.
             return min(poll.not_found_backoff_max, poll.interval * 2.0 ** (health.consecutive_failures - 1))
         if not poll.adaptive:
-            return poll.interval
-        if run_id in self.watch.hot:
-            return poll.min_interval
-        hint = self.watch.hints.get(run_id)
-        if hint is None or hint.wait is None:
-            return poll.interval
-        return min(max(hint.wait, poll.min_interval), poll.max_interval)
+            scheduled = poll.interval
+        else:
+            hint = self.watch.hints.get(run_id)
+            wait = poll.interval if hint is None or hint.wait is None else hint.wait
+            scheduled = min(max(wait, poll.min_interval), poll.max_interval)
+        wanted = self.watch.read_by.get(run_id)
+        last = self.watch.last_polled.get(run_id)
+        if wanted is not None and last is not None:
+            # Enforcement needs a fresh reading by then (never sooner than min_interval after the last).
+            scheduled = min(scheduled, max(wanted - last, poll.min_interval))
+        return scheduled
 
     def _urgency(self, run_id: str) -> float:
         """Sort key of due runs: a delete in progress first, then the nearest to a threshold."""
-        if run_id in self.watch.hot:
+        if run_id in self.watch.read_by:
             return -1.0
         hint = self.watch.hints.get(run_id)
         return hint.urgency if hint is not None and hint.urgency is not None else math.inf
@@ -195,6 +199,9 @@ class Poller:
                 if verdict.code == "invalid":
                     self.runtime.invalid_response("usage")
             self._failed(run_id, kind=verdict.outcome, error=verdict.reason)
+            if verdict.outcome == "held":
+                # A decrease waits for the next reading to confirm it: read again soon.
+                self.watch.hints[run_id] = PollHint(wait=self.settings.poll.min_interval, urgency=0.0)
             return None
         snapshot = verdict.snapshot
         assert snapshot is not None

@@ -130,9 +130,10 @@ async def test_kill_ahead_deletes_just_before_the_limit_on_a_steady_burn(sim: Si
     ledger = sim.run_ledger("run-hot")
     intent = next(r for r in rig.parts.store.actions(run_id="run-hot") if r.decision == "delete_intent")
     assert any(r.projected is not None and r.projected >= CAP for r in intent.evidence.readings)
-    # Stopped before its cost could be seen over the limit: the true cost is within one landing and one
-    # poll of burn of the cap, under or over.
-    assert abs(ledger["accrued"]["total_cost_usd"] - CAP) <= USD_PER_SECOND * (METER + 5 + 2)
+    # Stopped slightly under the limit: before its cost could be seen over it, and no earlier than the
+    # projection's horizon (one landing gap, as the readings showed it, plus one poll) allows.
+    spent = ledger["accrued"]["total_cost_usd"]
+    assert CAP - USD_PER_SECOND * 30 <= spent <= CAP
     assert float(ledger["first_delete_at"]) - rig.parts.store.actions(run_id="run-hot")[-1].created_at >= GRACE
     await rig.close()
 

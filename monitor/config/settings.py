@@ -124,7 +124,7 @@ class PollSettings(_Section):
     # Poll each run by its projected time to its nearest threshold: from max_interval far away down to
     # min_interval near a crossing (or with a delete pending); interval when nothing can be projected.
     adaptive: bool = True
-    min_interval: Annotated[Duration, within(low=0.1, high=DAY)] = 5.0
+    min_interval: Annotated[Duration, within(low=0.1, high=DAY)] = 2.0
     max_interval: Annotated[Duration, within(low=1.0, high=DAY)] = 300.0
     # A budget for all run reads together, whatever the number of runs (0: none); the runs closest to a
     # limit are read first.
@@ -198,6 +198,11 @@ class EnforceSettings(_Section):
     # grace period, so the DELETE lands as soon as fresh readings confirm the crossing instead of a grace
     # period after it. Off: the countdown starts only once the limit is crossed.
     anticipate: bool = True
+    # A countdown never waits longer than it takes the run, at its burn rate, to spend this fraction of
+    # its limit past it: a run burning $5/s would otherwise spend $600 over a $50 cap during a 2-minute
+    # grace. It shortens only the countdowns of runs too fast to see coming a grace period ahead.
+    # null: always the full grace period.
+    grace_overspend_cap: float | None = Field(default=0.25, gt=0.0, le=100.0, allow_inf_nan=False)
     max_deletes_per_hour: int = Field(default=3, ge=0, le=1000)
     protect: list[str] = Field(default_factory=list, description="run ids or run-name globs never deleted")
 

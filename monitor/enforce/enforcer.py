@@ -129,6 +129,28 @@ class Enforcer:
             {(t.run_id, t.rule): t.pending.deadline for t in self._tracks.values() if t.pending is not None}
         )
 
+    def read_by(self) -> dict[str, float]:
+        """When (monotonic) enforcement wants its next fresh reading of each run it is working on: at once
+        while confirming a crossing or past a deadline, one fresh reading just before a confirmed
+        countdown's deadline; a countdown started ahead of the crossing waits for the poll schedule,
+        which reads just after the landing that will show the crossing."""
+        now = self.clock.monotonic()
+        keep = self._settings.enforce.confirm_polls
+        fast = self._settings.poll.min_interval
+        wanted: dict[str, float] = {}
+        for track in self._tracks.values():
+            pending = track.pending
+            if pending is not None and pending.intent_id is not None:
+                continue  # the executor re-reads the run itself before each DELETE attempt
+            if 0 < len(track.confirmations) < keep or (pending is not None and pending.deadline_mono <= now):
+                at = now
+            elif pending is not None and len(track.confirmations) >= keep:
+                at = pending.deadline_mono - fast
+            else:
+                continue
+            wanted[track.run_id] = min(at, wanted.get(track.run_id, at))
+        return wanted
+
     def pending_runs(self) -> set[str]:
         """Runs with a delete pending or being confirmed: the poller reads them at the fastest interval."""
         return {track.run_id for track in self._tracks.values() if track.pending is not None or track.confirmations}
@@ -231,7 +253,8 @@ class Enforcer:
             log.info("enforce_confirmations_reset", run_id=track.run_id, rule=track.rule)
         if counted == "unknown" or not track.confirmations:
             return
-        if pending is None and not (len(track.confirmations) >= keep and self._start_episode(track)):
+        rate = evaluation.trend.rate_per_hour if evaluation.trend is not None else None
+        if pending is None and not (len(track.confirmations) >= keep and self._start_episode(track, rate=rate)):
             return
         assert track.pending is not None
         if track.pending.deadline_mono <= self.clock.monotonic():
@@ -262,9 +285,15 @@ class Enforcer:
                 self._start_episode(track, readings=[reading], projection=projection)
 
     def _start_episode(
-        self, track: Track, *, readings: list[Reading] | None = None, projection: Projection | None = None
+        self,
+        track: Track,
+        *,
+        readings: list[Reading] | None = None,
+        projection: Projection | None = None,
+        rate: float | None = None,
     ) -> bool:
-        """Announce a countdown: on confirmed readings over the limit, or (`projection`) ahead of the
+        """Announce a countdown: on confirmed readings over the limit (`rate`: the metric's pace, which may
+        shorten the grace period, see enforce.grace_overspend_cap), or (`projection`) ahead of the
         crossing, quoting the projection; False when it may not start now."""
         now = self.clock.now()
         enforce = self._settings.enforce
@@ -284,9 +313,8 @@ class Enforcer:
             return False
         track.skipped = None
         readings = list(track.confirmations) if readings is None else readings
-        schedule = Schedule(
-            deadline=now + enforce.grace_period, grace_period=enforce.grace_period, run_name=track.run_name
-        )
+        grace, cut = self._grace(readings, projection=projection, rate=rate)
+        schedule = Schedule(deadline=now + grace, grace_period=grace, run_name=track.run_name)
         verb = "would delete (dry run)" if enforce.dry_run else "delete"
         if projection is None:
             why = f"over the limit on {len(readings)} consecutive fresh readings"
@@ -307,7 +335,7 @@ class Enforcer:
         track.pending = PendingDelete(
             episode=episode,
             deadline=schedule.deadline,
-            deadline_mono=self.clock.monotonic() + enforce.grace_period,
+            deadline_mono=self.clock.monotonic() + grace,
             grace_period=schedule.grace_period,
             dry_run=enforce.dry_run,
             run_name=track.run_name,
@@ -315,9 +343,9 @@ class Enforcer:
             anticipated=projection,
         )
         count = self._cap_count(now)
-        note = None
+        note = cut
         if count >= enforce.max_deletes_per_hour:
-            note = (
+            note = (note + "\n" if note else "") + (
                 f"The hourly delete cap is reached right now ({count} of {enforce.max_deletes_per_hour}):"
                 " unless it frees up by the deadline, this delete will be refused."
             )
@@ -454,6 +482,27 @@ class Enforcer:
         await self._conclude(track, "failed", reason=why, extra=extra or [], notice=notice)
 
     # -- helpers -----------------------------------------------------------------------------------
+
+    def _grace(
+        self, readings: list[Reading], *, projection: Projection | None, rate: float | None
+    ) -> tuple[float, str | None]:
+        """The countdown's length, and why it is shorter than enforce.grace_period when it is: never long
+        enough for the run, at its pace, to spend more than grace_overspend_cap of its limit past it."""
+        enforce = self._settings.enforce
+        if projection is not None:
+            rate = projection.rate_per_hour
+        cap = enforce.grace_overspend_cap
+        if cap is None or rate is None or rate <= 0 or not readings:
+            return enforce.grace_period, None
+        ahead = (projection.time_to_limit or 0.0) if projection is not None else 0.0
+        affordable = ahead + cap * readings[-1].limit / (rate / 3600.0)
+        if affordable >= enforce.grace_period:
+            return enforce.grace_period, None
+        return affordable, (
+            f"The grace period is cut from {format_duration(enforce.grace_period)} to"
+            f" {format_duration(affordable)}: at {rate:,.2f}/h the full wait would spend more than {cap:.0%}"
+            " of the limit past it (enforce.grace_overspend_cap)."
+        )
 
     def _track(self, run_id: str, rule: str) -> Track:
         return self._tracks.setdefault((run_id, rule), Track(run_id=run_id, rule=rule))

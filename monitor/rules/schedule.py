@@ -50,6 +50,10 @@ def next_poll(
             continue
         rate = trend.rate_per_hour
         ahead = [t for t in tier_thresholds(rule) if t > value]
+        if ahead and rate is None:
+            # One reading: no pace yet, and the run may be burning fast. A second reading soon tells.
+            wait = min_interval if wait is None else min(wait, min_interval)
+            continue
         if not ahead or rate is None or rate <= 0:
             continue
         to_threshold = (ahead[0] - value) / rate * 3600.0
