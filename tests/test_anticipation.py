@@ -134,7 +134,9 @@ async def test_kill_ahead_deletes_just_before_the_limit_on_a_steady_burn(sim: Si
     # projection's horizon (one landing gap, as the readings showed it, plus one poll) allows.
     spent = ledger["accrued"]["total_cost_usd"]
     assert CAP - USD_PER_SECOND * 30 <= spent <= CAP
-    assert float(ledger["first_delete_at"]) - rig.parts.store.actions(run_id="run-hot")[-1].created_at >= GRACE
+    schedule = rig.parts.store.actions(run_id="run-hot")[0].evidence.schedule
+    assert schedule is not None
+    assert float(ledger["first_delete_at"]) - (schedule.deadline - schedule.grace_period) >= schedule.grace_period
     await rig.close()
 
 
@@ -147,6 +149,36 @@ async def test_kill_ahead_never_acts_on_a_run_whose_burn_stopped(sim: SimulatorH
     assert sim.run_ledger("run-hot")["delete_count"] == 0
     assert rig.parts.runtime.runs["run-hot"].total_cost_usd < CAP
     assert "cancelled" in rig.decisions("run-hot")
+    await rig.close()
+
+
+@pytest.mark.parametrize("overspend_cap", [0.25, None])
+async def test_a_run_too_fast_for_its_grace_gets_a_shorter_one_and_the_announcement_says_why(
+    sim: SimulatorHandle, tmp_path: Path, overspend_cap: float | None
+) -> None:
+    # Reactive (no anticipation): $0.105/s spends 25% of a $10 cap in about 24 s, well inside 60 s.
+    rig = await MonitorRig(sim, settings(sim, tmp_path, anticipate=False, grace_overspend_cap=overspend_cap)).start()
+    await run_until(rig, lambda: sim.run_ledger("run-hot")["delete_count"] > 0)
+    pending, *_ = rig.parts.store.actions(run_id="run-hot")
+    announcement = next(n for n in rig.sent if n.kind == "delete_pending")
+    schedule = pending.evidence.schedule
+    assert schedule is not None
+    waited = float(sim.run_ledger("run-hot")["first_delete_at"]) - (schedule.deadline - schedule.grace_period)
+    overspend = sim.run_ledger("run-hot")["accrued"]["total_cost_usd"] - CAP
+    if overspend_cap is None:
+        assert schedule.grace_period == GRACE and waited >= GRACE and "is cut" not in announcement.text
+        assert overspend > USD_PER_SECOND * GRACE
+    else:
+        cut_to = overspend_cap * CAP / USD_PER_SECOND
+        assert "grace period is cut" in announcement.text and "grace_overspend_cap" in announcement.text
+        assert schedule.grace_period == pytest.approx(cut_to, rel=0.2)
+        assert schedule.grace_period <= waited <= schedule.grace_period + 2 * 5, waited
+        # From the announcement to the DELETE the run spent about a quarter of its cap, not 60 s of burn.
+        announced_at = schedule.deadline - schedule.grace_period
+        spent_during_countdown = USD_PER_SECOND * (float(sim.run_ledger("run-hot")["first_delete_at"]) - announced_at)
+        assert spent_during_countdown <= overspend_cap * CAP + USD_PER_SECOND * 2 * 5
+        assert overspend < USD_PER_SECOND * GRACE
+    assert rig.decisions("run-hot") == ["delete_pending", "delete_intent", "deleted"]
     await rig.close()
 
 
@@ -169,7 +201,8 @@ def test_a_real_daemon_announces_ahead_and_waits_the_whole_grace_period(daemon_f
         daemon = daemon_factory(
             sim,
             rules=[rule],
-            enforce={"dry_run": False, "grace_period": 8, "confirm_polls": 2},
+            # The whole grace period is the point here: never shortened for the run's pace.
+            enforce={"dry_run": False, "grace_period": 8, "confirm_polls": 2, "grace_overspend_cap": None},
             watch={"runs": ["run-live"], "discover": False},
         )
         daemon.start()

@@ -37,7 +37,8 @@ FLAT_PRICING = {"training_per_mtok": 1.0, "inference_input_per_mtok": 1.0, "infe
 CAP_USD = 1.0
 RULE = "run-cap"
 # The reactive path: a countdown only once the cap is crossed (anticipation: tests/test_anticipation.py).
-LIVE = {"dry_run": False, "grace_period": 2, "confirm_polls": 2, "anticipate": False}
+# These tests time the grace period itself (a CLI call lands inside it), so it is never shortened for pace.
+LIVE = {"dry_run": False, "grace_period": 2, "confirm_polls": 2, "anticipate": False, "grace_overspend_cap": None}
 
 
 def scenario() -> dict[str, Any]:

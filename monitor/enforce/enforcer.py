@@ -2,8 +2,10 @@
 
 The sequence for one (run, rule) episode:
   1. `observe` counts consecutive fresh readings over the rule's hard limit (a reading counts once);
-  2. at `confirm_polls` of them it writes `delete_pending` (the evidence and the deadline) to the
-     action log, then announces it; the run is polled at the fastest interval from then on;
+  2. at `confirm_polls` of them, or earlier when a measured pace will cross the limit within the grace
+     period (anticipation, monitor.enforce.projection), it writes `delete_pending` (the evidence and
+     the deadline) to the action log, then announces it; the run is polled at the fastest interval
+     from then on, and the DELETE still needs `confirm_polls` fresh readings over the limit;
   3. at the deadline, `tick` hands the episode to `_execute`, the one executor every path goes through:
      it checks every safety, re-reads the run, writes `delete_intent`, calls DELETE, announces and
      records the result. Dry run stops just before the intent and records `would_delete`.
@@ -29,13 +31,12 @@ from monitor.api.errors import (
     UnreachableError,
 )
 from monitor.clock import Clock
-from monitor.config.durations import format_duration
 from monitor.config.settings import Settings
 from monitor.enforce.delete_call import DeleteCall, Unauthorized
 from monitor.enforce.evidence import Evidence, Projection, Reading, Schedule
 from monitor.enforce.journal import Journal, NotificationPublisher
-from monitor.enforce.messages import cap_notice, stopped_notice, utc
-from monitor.enforce.projection import anticipation, calls_off, kill_ahead
+from monitor.enforce.messages import cap_notice, pending_reason, stopped_notice
+from monitor.enforce.projection import anticipation, calls_off, kill_ahead, shortened_grace
 from monitor.enforce.restart import resume_intent, resume_pending
 from monitor.enforce.safety import (
     HOUR,
@@ -313,21 +314,20 @@ class Enforcer:
             return False
         track.skipped = None
         readings = list(track.confirmations) if readings is None else readings
-        grace, cut = self._grace(readings, projection=projection, rate=rate)
+        grace, cut = shortened_grace(
+            enforce.grace_period,
+            limit=readings[-1].limit if readings else None,
+            rate_per_hour=projection.rate_per_hour if projection is not None else rate,
+            time_to_limit=(projection.time_to_limit or 0.0) if projection is not None else 0.0,
+            overspend_cap=enforce.grace_overspend_cap,
+        )
         schedule = Schedule(deadline=now + grace, grace_period=grace, run_name=track.run_name)
-        verb = "would delete (dry run)" if enforce.dry_run else "delete"
-        if projection is None:
-            why = f"over the limit on {len(readings)} consecutive fresh readings"
-        else:
-            why = (
-                f"projected to reach the limit in {format_duration(projection.time_to_limit or 0.0)} at"
-                f" ${projection.rate_per_hour:,.2f}/h ({projection.landings} usage landings)"
-            )
         episode = self.journal.record(
             track,
             "delete_pending",
-            reason=f"{why}: {verb} at {utc(schedule.deadline)} at the earliest, once fresh readings confirm it,"
-            " unless it is back under the limit, finished or protected",
+            reason=pending_reason(
+                confirmations=len(readings), projection=projection, deadline=schedule.deadline, dry_run=enforce.dry_run
+            ),
             evidence=Evidence.of(readings, schedule=schedule, projection=projection),
             intent_id=None,
             dry_run=enforce.dry_run,
@@ -482,27 +482,6 @@ class Enforcer:
         await self._conclude(track, "failed", reason=why, extra=extra or [], notice=notice)
 
     # -- helpers -----------------------------------------------------------------------------------
-
-    def _grace(
-        self, readings: list[Reading], *, projection: Projection | None, rate: float | None
-    ) -> tuple[float, str | None]:
-        """The countdown's length, and why it is shorter than enforce.grace_period when it is: never long
-        enough for the run, at its pace, to spend more than grace_overspend_cap of its limit past it."""
-        enforce = self._settings.enforce
-        if projection is not None:
-            rate = projection.rate_per_hour
-        cap = enforce.grace_overspend_cap
-        if cap is None or rate is None or rate <= 0 or not readings:
-            return enforce.grace_period, None
-        ahead = (projection.time_to_limit or 0.0) if projection is not None else 0.0
-        affordable = ahead + cap * readings[-1].limit / (rate / 3600.0)
-        if affordable >= enforce.grace_period:
-            return enforce.grace_period, None
-        return affordable, (
-            f"The grace period is cut from {format_duration(enforce.grace_period)} to"
-            f" {format_duration(affordable)}: at {rate:,.2f}/h the full wait would spend more than {cap:.0%}"
-            " of the limit past it (enforce.grace_overspend_cap)."
-        )
 
     def _track(self, run_id: str, rule: str) -> Track:
         return self._tracks.setdefault((run_id, rule), Track(run_id=run_id, rule=rule))

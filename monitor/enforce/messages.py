@@ -241,3 +241,19 @@ def cap_notice(
         rule=refused.rule,
         fields=(("Deletes in the last hour", str(count)), ("Cap", str(limit))),
     )
+
+
+def pending_reason(*, confirmations: int, projection: Projection | None, deadline: float, dry_run: bool) -> str:
+    """The action log's reason for a countdown: what started it and when the delete may land."""
+    verb = "would delete (dry run)" if dry_run else "delete"
+    if projection is None:
+        why = f"over the limit on {confirmations} consecutive fresh readings"
+    else:
+        why = (
+            f"projected to reach the limit in {format_duration(projection.time_to_limit or 0.0)} at"
+            f" ${projection.rate_per_hour:,.2f}/h ({projection.landings} usage landings)"
+        )
+    return (
+        f"{why}: {verb} at {utc(deadline)} at the earliest, once fresh readings confirm it,"
+        " unless it is back under the limit, finished or protected"
+    )

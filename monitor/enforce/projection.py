@@ -16,6 +16,7 @@ a run may stop slightly under its limit. Never on fewer than three landings or a
 
 from __future__ import annotations
 
+from monitor.config.durations import format_duration
 from monitor.enforce.evidence import Projection
 from monitor.records import Evaluation
 
@@ -90,4 +91,28 @@ def kill_ahead(evaluation: Evaluation, *, poll_gap: float) -> Projection | None:
         time_to_limit=evaluation.time_to_limit_seconds,
         projected_value=projected,
         horizon=horizon,
+    )
+
+
+def shortened_grace(
+    grace_period: float,
+    *,
+    limit: float | None,
+    rate_per_hour: float | None,
+    time_to_limit: float,
+    overspend_cap: float | None,
+) -> tuple[float, str | None]:
+    """A countdown's length, and why it is shorter than the grace period when it is: never long enough
+    for the run, at its measured pace, to spend more than `overspend_cap` of its limit past it (plus
+    `time_to_limit` when the countdown starts ahead of the crossing). A run burning $5/s would
+    otherwise spend $600 over a $50 cap during a 2-minute grace."""
+    if overspend_cap is None or rate_per_hour is None or rate_per_hour <= 0 or not limit:
+        return grace_period, None
+    affordable = time_to_limit + overspend_cap * limit / (rate_per_hour / 3600.0)
+    if affordable >= grace_period:
+        return grace_period, None
+    return affordable, (
+        f"The grace period is cut from {format_duration(grace_period)} to {format_duration(affordable)}:"
+        f" at {rate_per_hour:,.2f}/h the full wait would spend more than {overspend_cap:.0%} of the limit"
+        " past it (enforce.grace_overspend_cap)."
     )
