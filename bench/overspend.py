@@ -47,7 +47,7 @@ from monitor.api.client import PrimeClient
 from monitor.api.errors import NotFoundError
 from monitor.clock import ManualClock
 from monitor.config.settings import Settings
-from monitor.daemon import Daemon
+from monitor.daemon import ENFORCE_INTERVAL, Daemon
 from monitor.logs import configure_logging
 from tests.support.simulator import SimulatorHandle, running_simulator
 
@@ -171,16 +171,23 @@ async def run_monitor(
     await daemon.start()
     parts = daemon.parts
     elapsed = 0.0
-    wallet_due = 0.0
+    wallet_due = poll_due = enforce_due = 0.0
+    # The daemon's own job cadence (monitor.daemon): the run poll every min(min_interval, interval),
+    # the enforcement tick every ENFORCE_INTERVAL.
+    poll_tick = min(settings.poll.min_interval, settings.poll.interval)
     while elapsed < scenario.horizon:
         if all(sim.engine.runs[r].first_delete_at is not None for r in scenario.budgets):
             break
         if elapsed >= wallet_due:
             await daemon.poll_wallet()
             wallet_due = elapsed + settings.poll.wallet_interval
-        daemon._mark_hot()
-        await parts.poller.poll_due_runs()
-        await parts.enforcer.tick()
+        if elapsed >= poll_due:
+            daemon._mark_hot()
+            await parts.poller.poll_due_runs()
+            poll_due = elapsed + poll_tick
+        if elapsed >= enforce_due:
+            await parts.enforcer.tick()
+            enforce_due = elapsed + ENFORCE_INTERVAL
         sim.advance(1.0)
         clock.advance(1.0)
         elapsed += 1.0
@@ -239,10 +246,10 @@ def measure(sim: SimulatorHandle, scenario: Scenario, policy: str, *, store: Any
         poll_wait = None if first_read is None else first_read - landing
         confirmation = None
         if store is not None and first_read is not None:
-            intent = next((a for a in store.actions(run_id=run_id, limit=50) if a.decision == "delete_intent"), None)
-            if intent is not None and intent.evidence.readings:
-                last_confirming = max(r.taken_at for r in intent.evidence.readings if r.source == "poll")
-                confirmation = max(last_confirming - first_read, 0.0)
+            # The confirm_polls-th read showing the crossing (every read after its landing does).
+            shown = [t for t in sorted(usage_paths.get(run_id, [])) if t >= landing]
+            keep = Settings().enforce.confirm_polls
+            confirmation = shown[keep - 1] - shown[0] if len(shown) >= keep else None
         results.append(RunResult(budget, spent - budget, float(deleted) - crossing, lag, poll_wait, confirmation))
     counts = requests["counts"]
     usage = sum(int(n) for status, n in counts.get("usage", {}).items())

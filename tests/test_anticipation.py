@@ -6,6 +6,7 @@ real daemon process.
 
 from __future__ import annotations
 
+import math
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -24,6 +25,8 @@ GRACE = 60.0
 RATES = {"training": 20_000, "inference_input": 10_000, "inference_output": 5_000}
 USD_PER_SECOND = 0.105
 METER = 5.0
+# The default: reads denser than the landings, so the landing gap can be measured (kill-ahead needs it).
+MIN_INTERVAL = 2.0
 
 
 @pytest.fixture
@@ -51,7 +54,13 @@ def settings(sim: SimulatorHandle, tmp_path: Path, *, kill_ahead: bool = False, 
     return Settings(
         api={"base_url": sim.base_url, "api_key": sim.api_key, "max_retries": 0, "timeout": 5},
         watch={"runs": ["run-hot"], "discover": False},
-        poll={"interval": 10, "min_interval": 5, "wallet_interval": 30, "max_interval": 60, "burn_window": 300},
+        poll={
+            "interval": 10,
+            "min_interval": MIN_INTERVAL,
+            "wallet_interval": 30,
+            "max_interval": 60,
+            "burn_window": 300,
+        },
         rules=[
             {
                 "name": "cap",
@@ -102,7 +111,7 @@ async def test_an_anticipated_countdown_gives_the_whole_grace_period_and_deletes
     # The crossing had to land (one meter interval), be read twice (confirm_polls at min_interval) and
     # be re-read: that is all the overspend, not a grace period on top of it.
     overspend_seconds = deleted_at - crossing_time(sim)
-    assert overspend_seconds <= METER + 2 * 5 + 2
+    assert overspend_seconds <= METER + 2 * MIN_INTERVAL + 2
     assert rig.decisions("run-hot") == ["delete_pending", "delete_intent", "deleted"]
     await rig.close()
 
@@ -130,10 +139,14 @@ async def test_kill_ahead_deletes_just_before_the_limit_on_a_steady_burn(sim: Si
     ledger = sim.run_ledger("run-hot")
     intent = next(r for r in rig.parts.store.actions(run_id="run-hot") if r.decision == "delete_intent")
     assert any(r.projected is not None and r.projected >= CAP for r in intent.evidence.readings)
-    # Stopped slightly under the limit: before its cost could be seen over it, and no earlier than the
-    # projection's horizon (one landing gap, as the readings showed it, plus one poll) allows.
+    # Stopped before its cost could be seen over the limit (the landing that would have shown the
+    # crossing had not come), no earlier than the projection's horizon (one landing gap plus one poll)
+    # allows: within a few seconds' burn of the limit, either side.
     spent = ledger["accrued"]["total_cost_usd"]
-    assert CAP - USD_PER_SECOND * 30 <= spent <= CAP
+    showing_landing = sim.run_ledger("run-hot")["started_at"] + math.ceil(CAP / USD_PER_SECOND / METER) * METER
+    assert float(ledger["first_delete_at"]) < showing_landing
+    assert all(r.value is not None and r.value < CAP for r in intent.evidence.readings)
+    assert CAP - USD_PER_SECOND * (METER + 2 * MIN_INTERVAL) <= spent <= CAP + USD_PER_SECOND * METER
     schedule = rig.parts.store.actions(run_id="run-hot")[0].evidence.schedule
     assert schedule is not None
     assert float(ledger["first_delete_at"]) - (schedule.deadline - schedule.grace_period) >= schedule.grace_period
@@ -172,12 +185,40 @@ async def test_a_run_too_fast_for_its_grace_gets_a_shorter_one_and_the_announcem
         cut_to = overspend_cap * CAP / USD_PER_SECOND
         assert "grace period is cut" in announcement.text and "grace_overspend_cap" in announcement.text
         assert schedule.grace_period == pytest.approx(cut_to, rel=0.2)
-        assert schedule.grace_period <= waited <= schedule.grace_period + 2 * 5, waited
+        assert schedule.grace_period <= waited <= schedule.grace_period + 2 * MIN_INTERVAL, waited
         # From the announcement to the DELETE the run spent about a quarter of its cap, not 60 s of burn.
         announced_at = schedule.deadline - schedule.grace_period
         spent_during_countdown = USD_PER_SECOND * (float(sim.run_ledger("run-hot")["first_delete_at"]) - announced_at)
-        assert spent_during_countdown <= overspend_cap * CAP + USD_PER_SECOND * 2 * 5
+        assert spent_during_countdown <= overspend_cap * CAP + USD_PER_SECOND * 2 * MIN_INTERVAL
         assert overspend < USD_PER_SECOND * GRACE
+    assert rig.decisions("run-hot") == ["delete_pending", "delete_intent", "deleted"]
+    await rig.close()
+
+
+async def test_a_run_that_speeds_up_after_the_announcement_has_its_deadline_brought_forward_once(
+    sim: SimulatorHandle, tmp_path: Path
+) -> None:
+    rig = await MonitorRig(sim, settings(sim, tmp_path)).start()
+    await run_until(rig, lambda: rig.decisions("run-hot") == ["delete_pending"])
+    pending = rig.parts.store.actions(run_id="run-hot")[0]
+    assert pending.evidence.schedule is not None
+    announced_deadline = pending.evidence.schedule.deadline
+    # Three times the price: the run crosses long before the projection said, burning $0.315 a second.
+    sim.set_pricing("run-hot", training_per_mtok=12.0, inference_input_per_mtok=3.0, inference_output_per_mtok=9.0)
+    await run_until(rig, lambda: sim.run_ledger("run-hot")["delete_count"] > 0)
+    ledger = sim.run_ledger("run-hot")
+    advanced = [n for n in rig.sent if n.dedup_key.startswith("delete_advanced:")]
+    assert len(advanced) == 1, "brought forward once, in the countdown's thread"
+    assert advanced[0].thread_key == next(n for n in rig.sent if n.kind == "delete_pending").thread_key
+    assert "grace_overspend_cap" in advanced[0].text and "brought forward" in advanced[0].title
+    assert float(ledger["first_delete_at"]) <= announced_deadline - 10
+    # The DELETE still stood on measured readings over the limit.
+    intent = next(r for r in rig.parts.store.actions(run_id="run-hot") if r.decision == "delete_intent")
+    assert all(r.value is not None and r.value >= CAP for r in intent.evidence.readings if r.source == "poll")
+    # Past the cap by about 10% of it (the default cap) plus the billing and confirmation lags at the
+    # new pace, where waiting for the announced deadline would have cost far more.
+    overspend = ledger["accrued"]["total_cost_usd"] - CAP
+    assert overspend <= 0.1 * CAP + 0.315 * (METER + 2 * MIN_INTERVAL + 2), overspend
     assert rig.decisions("run-hot") == ["delete_pending", "delete_intent", "deleted"]
     await rig.close()
 

@@ -38,7 +38,8 @@ def test_a_steady_meter_is_actionable_and_one_that_stopped_is_not() -> None:
     steady = [60.0 * (t // 60) for t in times]  # $60 land every 60 s: $3,600/h in steps
     trend = step_trend(times, steady)
     assert trend.rate_per_hour == pytest.approx(3600.0)
-    assert trend.landing_gap == pytest.approx(60.0) and trend.landings == 10
+    # At least 55 s (reads 5 s apart showed nothing new for 55 s), never more than the real 60 s.
+    assert trend.landing_gap == pytest.approx(55.0) and trend.landings == 10
     assert trend.actionable
     # The meter stops: after two missed landings the rate decays and no projection may act on it.
     stalled_times = [*times, *[600.0 + 5 * i for i in range(1, 40)]]
@@ -57,3 +58,16 @@ def test_the_window_keeps_floats_not_readings() -> None:
     assert len(window) == 180 and window.nbytes() == 180 * 3 * 8
     window.trim(600.0)
     assert len(window) == 60
+
+
+def test_sparse_reads_do_not_pass_for_a_slow_meter() -> None:
+    """Usage lands every 5 s; the run was read every 120 s while far from its limit, then every 2 s
+    close to it. The billing lag is the meter's, not the poll's: an anticipation window or a
+    kill-ahead horizon sized on 120 s would act minutes early."""
+    sparse = [0.0, 120.0, 240.0, 360.0]
+    dense = [360.0 + 2 * i for i in range(1, 8)]
+    times = sparse + dense
+    costs = [float(5 * (t // 5)) for t in times]  # $1/s, landing every 5 s
+    trend = step_trend(times, costs)
+    assert trend.landing_gap is not None and trend.landing_gap <= 5.0
+    assert trend.rate_per_hour == pytest.approx(3600.0, rel=0.05)

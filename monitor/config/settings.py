@@ -202,7 +202,7 @@ class EnforceSettings(_Section):
     # its limit past it: a run burning $5/s would otherwise spend $600 over a $50 cap during a 2-minute
     # grace. It shortens only the countdowns of runs too fast to see coming a grace period ahead.
     # null: always the full grace period.
-    grace_overspend_cap: float | None = Field(default=0.25, gt=0.0, le=100.0, allow_inf_nan=False)
+    grace_overspend_cap: float | None = Field(default=0.1, gt=0.0, le=100.0, allow_inf_nan=False)
     max_deletes_per_hour: int = Field(default=3, ge=0, le=1000)
     protect: list[str] = Field(default_factory=list, description="run ids or run-name globs never deleted")
 

@@ -35,8 +35,8 @@ from monitor.config.settings import Settings
 from monitor.enforce.delete_call import DeleteCall, Unauthorized
 from monitor.enforce.evidence import Evidence, Projection, Reading, Schedule
 from monitor.enforce.journal import Journal, NotificationPublisher
-from monitor.enforce.messages import cap_notice, pending_reason, stopped_notice
-from monitor.enforce.projection import anticipation, calls_off, kill_ahead, shortened_grace
+from monitor.enforce.messages import advanced_notice, cap_notice, pending_reason, stopped_notice, utc
+from monitor.enforce.projection import advanced_deadline, anticipation, calls_off, kill_ahead, shortened_grace
 from monitor.enforce.restart import resume_intent, resume_pending
 from monitor.enforce.safety import (
     HOUR,
@@ -132,9 +132,10 @@ class Enforcer:
 
     def read_by(self) -> dict[str, float]:
         """When (monotonic) enforcement wants its next fresh reading of each run it is working on: at once
-        while confirming a crossing or past a deadline, one fresh reading just before a confirmed
-        countdown's deadline; a countdown started ahead of the crossing waits for the poll schedule,
-        which reads just after the landing that will show the crossing."""
+        while confirming a crossing or past a confirmed deadline, one fresh reading just before a
+        confirmed countdown's deadline; a countdown started ahead of the crossing (even one past its
+        deadline) waits for the poll schedule, which reads just after the landing that will show the
+        crossing and ever more often as it nears."""
         now = self.clock.monotonic()
         keep = self._settings.enforce.confirm_polls
         fast = self._settings.poll.min_interval
@@ -143,10 +144,15 @@ class Enforcer:
             pending = track.pending
             if pending is not None and pending.intent_id is not None:
                 continue  # the executor re-reads the run itself before each DELETE attempt
-            if 0 < len(track.confirmations) < keep or (pending is not None and pending.deadline_mono <= now):
+            confirmed = len(track.confirmations) >= keep
+            if 0 < len(track.confirmations) < keep or (
+                pending is not None and confirmed and pending.deadline_mono <= now
+            ):
                 at = now
-            elif pending is not None and len(track.confirmations) >= keep:
+            elif pending is not None and confirmed:
                 at = pending.deadline_mono - fast
+                if track.last_taken_mono is not None and track.last_taken_mono >= at - fast:
+                    continue  # the reading for the deadline is in; the executor re-reads the run itself
             else:
                 continue
             wanted[track.run_id] = min(at, wanted.get(track.run_id, at))
@@ -258,6 +264,8 @@ class Enforcer:
         if pending is None and not (len(track.confirmations) >= keep and self._start_episode(track, rate=rate)):
             return
         assert track.pending is not None
+        if len(track.confirmations) >= keep:
+            self._advance(track, rate=rate)
         if track.pending.deadline_mono <= self.clock.monotonic():
             await self._execute(track, due=True)
 
@@ -351,6 +359,47 @@ class Enforcer:
             )
         self.journal.publish(self.journal.pending_notice(track, now=now, note=note))
         return True
+
+    def _advance(self, track: Track, *, rate: float | None) -> None:
+        """Bring a countdown's deadline forward, once, when the confirmed pace would spend more than
+        enforce.grace_overspend_cap of the limit past it by then (it was announced on an early, lower
+        estimate). Announced in the thread and logged with the readings; after a restart the announced
+        deadline applies again, the later one, which errs on the side of the run."""
+        pending = track.pending
+        assert pending is not None
+        reading = track.confirmations[-1]
+        cap = self._settings.enforce.grace_overspend_cap
+        if pending.advanced or pending.intent_id is not None or reading.value is None or cap is None:
+            return
+        seconds = advanced_deadline(value=reading.value, limit=reading.limit, rate_per_hour=rate, overspend_cap=cap)
+        mono = self.clock.monotonic()
+        if seconds is None or mono + seconds >= pending.deadline_mono - self._settings.poll.min_interval:
+            return
+        assert rate is not None
+        was, now = pending.deadline, self.clock.now()
+        pending.deadline, pending.deadline_mono, pending.advanced = now + seconds, mono + seconds, True
+        log.warning(
+            "enforce_deadline_advanced",
+            run_id=track.run_id,
+            rule=track.rule,
+            deadline=utc(pending.deadline),
+            was=utc(was),
+            rate_per_hour=round(rate, 2),
+            evidence=[r.to_json() for r in track.confirmations],
+        )
+        ctx = self.journal.context(track, pending)
+        self.journal.publish(
+            advanced_notice(
+                ctx,
+                readings=list(track.confirmations),
+                deadline=pending.deadline,
+                was=was,
+                rate_per_hour=rate,
+                overspend_cap=cap,
+                now=now,
+            )
+        )
+        self._show_state()
 
     # -- the executor ------------------------------------------------------------------------------
 

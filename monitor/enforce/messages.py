@@ -257,3 +257,42 @@ def pending_reason(*, confirmations: int, projection: Projection | None, deadlin
         f"{why}: {verb} at {utc(deadline)} at the earliest, once fresh readings confirm it,"
         " unless it is back under the limit, finished or protected"
     )
+
+
+def advanced_notice(
+    ctx: DeleteContext,
+    *,
+    readings: Sequence[Reading],
+    deadline: float,
+    was: float,
+    rate_per_hour: float,
+    overspend_cap: float,
+    now: float,
+) -> Notification:
+    """The countdown's deadline brought forward (once per episode, in its thread): the run crossed
+    burning faster than the announcement assumed."""
+    verb = "would delete" if ctx.dry_run else "deletes"
+    text = "\n".join(
+        [
+            f"Run {ctx.name} ({safe_text(ctx.run_id)}) crossed its limit burning ${rate_per_hour:,.2f}/h: waiting"
+            f" until {utc(was)} would spend more than {overspend_cap:.0%} of the limit past it"
+            " (enforce.grace_overspend_cap). The confirming readings:",
+            _readings_text(readings),
+            f"At {utc(deadline)} the monitor re-reads the run and {verb} it if it is still over the limit, still"
+            " running and not protected.",
+            f"To stop it: `prime-cost-monitor protect {safe_text(ctx.run_id)}`",
+        ]
+    )
+    return Notification(
+        kind="delete_pending",
+        dedup_key=f"delete_advanced:{ctx.run_id}:{ctx.rule}:p{ctx.episode}",
+        thread_key=ctx.thread_key,
+        severity="critical",
+        title=f"⏩ Deadline for run {ctx.name} brought forward to {utc(deadline)}",
+        text=text,
+        created_at=now,
+        subject=ctx.run_id,
+        rule=ctx.rule,
+        fields=tuple([*ctx.base_fields(), *_value_fields(readings), ("Deadline", utc(deadline))]),
+        link=ctx.link,
+    )

@@ -27,8 +27,20 @@ CANCEL_FACTOR = 2.0
 
 def _window(evaluation: Evaluation, *, grace_period: float) -> float:
     trend = evaluation.trend
-    gap = trend.landing_gap if trend is not None and trend.landing_gap is not None else 0.0
+    # The measured landing gap, else the recent spacing of landings seen (an overestimate when reads
+    # were sparse: the countdown then starts earlier, never later).
+    gap = None if trend is None else trend.landing_gap if trend.landing_gap is not None else trend.landing_spacing
+    gap = gap or 0.0
     return grace_period + gap
+
+
+def time_to_limit(evaluation: Evaluation) -> float | None:
+    """Seconds to the limit projected from the landing that brought the current value, not from this
+    reading: between landings the value stands still while the run keeps burning."""
+    to_limit, trend = evaluation.time_to_limit_seconds, evaluation.trend
+    if to_limit is None or trend is None or trend.last_landing_at is None:
+        return to_limit
+    return max(to_limit - max(evaluation.taken_at - trend.last_landing_at, 0.0), 0.0)
 
 
 def anticipation(evaluation: Evaluation, *, grace_period: float) -> Projection | None:
@@ -36,7 +48,7 @@ def anticipation(evaluation: Evaluation, *, grace_period: float) -> Projection |
     trend = evaluation.trend
     if evaluation.breaches_below or evaluation.value is None or trend is None:
         return None
-    rate, to_limit = trend.rate_per_hour, evaluation.time_to_limit_seconds
+    rate, to_limit = trend.rate_per_hour, time_to_limit(evaluation)
     if rate is None or rate <= 0 or to_limit is None or trend.landings < 2:
         return None
     if to_limit > _window(evaluation, grace_period=grace_period):
@@ -61,7 +73,7 @@ def calls_off(evaluation: Evaluation, *, grace_period: float) -> str | None:
         return None
     if trend.rate_per_hour <= 0:
         return "the run stopped burning before it reached the limit"
-    to_limit = evaluation.time_to_limit_seconds
+    to_limit = time_to_limit(evaluation)
     if to_limit is not None and to_limit > CANCEL_FACTOR * _window(evaluation, grace_period=grace_period):
         return (
             f"the run slowed down: at ${trend.rate_per_hour:,.2f}/h it reaches the limit in about"
@@ -116,3 +128,15 @@ def shortened_grace(
         f" at {rate_per_hour:,.2f}/h the full wait would spend more than {overspend_cap:.0%} of the limit"
         " past it (enforce.grace_overspend_cap)."
     )
+
+
+def advanced_deadline(
+    *, value: float, limit: float, rate_per_hour: float | None, overspend_cap: float | None
+) -> float | None:
+    """Seconds from now by which a confirmed crossing must be acted on so that the run, at its confirmed
+    pace, spends no more than `overspend_cap` of its limit past it (None: no cap, or no pace). A
+    countdown announced on an early, low estimate of the pace is brought forward by this."""
+    if overspend_cap is None or rate_per_hour is None or rate_per_hour <= 0 or limit <= 0:
+        return None
+    over = max(value - limit, 0.0)
+    return max(overspend_cap * limit - over, 0.0) / (rate_per_hour / 3600.0)

@@ -40,6 +40,9 @@ class PendingDelete:
     # The projection that started the countdown ahead of the crossing (None: started on readings over
     # the limit): readings under the limit call it off only when the projection no longer holds.
     anticipated: Projection | None = None
+    # The deadline was brought forward once (enforce.grace_overspend_cap on the confirmed pace): never
+    # again in this episode, so a wobbling pace cannot post a message per reading.
+    advanced: bool = False
 
     def schedule(self) -> Schedule:
         return Schedule(deadline=self.deadline, grace_period=self.grace_period, run_name=self.run_name)

@@ -23,6 +23,9 @@ from dataclasses import dataclass
 _HOUR = 3600.0
 # A rate is steady when the last landing interval's pace is within this factor of the window's.
 STEADY_FACTOR = 2.0
+# The landing spacing is the mean of this many latest spacings (reads thicken near a limit: the old
+# sparse ones would stretch it).
+RECENT_SPACINGS = 3
 # Below this many landings in the window a rate is a guess: no projection acts on it.
 MIN_LANDINGS_FOR_ACTION = 3
 
@@ -34,8 +37,14 @@ class Trend:
     rate_per_hour: float | None
     # How many landings (readings that showed a new total) the rate rests on.
     landings: int = 0
-    # The usual time between landings (the billing lag), when at least two landed in the window.
+    # How often usage lands (the billing lag), at least (see _landing_gap): readings sparser than the
+    # landings see a change on every read, so the spacing of changes alone would measure the polls,
+    # not the billing. None until readings between two landings showed nothing new.
     landing_gap: float | None = None
+    # How often new totals were seen lately (the mean of the last few spacings between readings that
+    # showed one): the landing gap when reads are denser than landings, the read spacing when not. What
+    # the poll schedule aims with until the landing gap is measured.
+    landing_spacing: float | None = None
     # When the newest landing was seen.
     last_landing_at: float | None = None
     # The pace of the latest landing interval agrees with the window's (within STEADY_FACTOR).
@@ -43,10 +52,12 @@ class Trend:
 
     @property
     def actionable(self) -> bool:
-        """Enough landings at a steady, positive pace for a projection to act on."""
+        """Enough landings at a steady, positive pace, with a measured landing gap, for a projection to
+        act on."""
         return (
             self.steady
             and self.landings >= MIN_LANDINGS_FOR_ACTION
+            and self.landing_gap is not None
             and self.rate_per_hour is not None
             and self.rate_per_hour > 0
         )
@@ -68,6 +79,8 @@ def step_trend(times: Sequence[float], values: Sequence[float]) -> Trend:
         return UNKNOWN
     edge_t: list[float] = []
     edge_v: list[float] = []
+    # The reading before each edge: the landing happened after it and at or before the edge.
+    edge_after: list[float] = []
     previous = values[0]
     for i in range(1, count):
         value = values[i]
@@ -77,6 +90,7 @@ def step_trend(times: Sequence[float], values: Sequence[float]) -> Trend:
         if value != previous:
             edge_t.append(times[i])
             edge_v.append(value)
+            edge_after.append(times[i - 1])
         previous = value
     landings = len(edge_t)
     if landings >= 2:
@@ -88,13 +102,16 @@ def step_trend(times: Sequence[float], values: Sequence[float]) -> Trend:
             stretched = last_t - edge_t[0] - typical_gap
             slope = (edge_v[-1] - edge_v[0]) / max(edge_span, stretched)
             last_gap = edge_t[-1] - edge_t[-2]
+            landing_gap = _landing_gap(edge_t, edge_after)
+            recent = min(landings - 1, RECENT_SPACINGS)
             last_pace = (edge_v[-1] - edge_v[-2]) / last_gap if last_gap > 0 else 0.0
             steady = slope > 0 and last_pace > 0 and 1 / STEADY_FACTOR <= last_pace / slope <= STEADY_FACTOR
             overdue = last_t - edge_t[-1] > 2 * typical_gap
             return Trend(
                 rate_per_hour=slope * _HOUR,
                 landings=landings,
-                landing_gap=typical_gap,
+                landing_gap=landing_gap,
+                landing_spacing=(edge_t[-1] - edge_t[-1 - recent]) / recent,
                 last_landing_at=edge_t[-1],
                 steady=steady and not overdue,
             )
@@ -103,6 +120,16 @@ def step_trend(times: Sequence[float], values: Sequence[float]) -> Trend:
         landings=landings,
         last_landing_at=edge_t[-1] if edge_t else None,
     )
+
+
+def _landing_gap(edge_t: Sequence[float], edge_after: Sequence[float]) -> float | None:
+    """A lower bound of the time between landings: the longest stretch between two landings seen over
+    which readings showed nothing new (from a reading that showed one to the last reading before the
+    next). No landing fell in it, so on a meter that lands every g seconds it is shorter than g; reads
+    placed just before a landing make it nearly g. Never longer than the truth: a kill-ahead horizon
+    built on it errs late, and a read aimed by it errs early."""
+    quiet = max((edge_after[i + 1] - edge_t[i] for i in range(len(edge_t) - 1)), default=0.0)
+    return quiet if quiet > 0 else None
 
 
 class RunWindow:
