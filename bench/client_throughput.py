@@ -1,7 +1,7 @@
 """Requests per second of `PrimeClient.get_run_usage` against the simulator, next to wrk, bare aiohttp and bare httpx.
 
     .venv/bin/python bench/client_throughput.py [--requests 2000] [--concurrency 1 4 16 64] [--rounds 3]
-        [--latency 0] [--pools] [--wrk-seconds 3] [--runs 100]
+        [--latency 0] [--pools] [--modes MODE ...] [--wrk-seconds 3] [--runs 100]
 
 The simulator runs in a SEPARATE PROCESS (`python -m monitor simulate`, 127.0.0.1), so client and server share
 neither an event loop nor a GIL; on 2 cores each gets about one. At each concurrency (requests in flight, and
@@ -198,6 +198,7 @@ def main() -> None:
     parser.add_argument("--latency", type=float, default=0.0, help="seconds the simulator waits before answering")
     parser.add_argument("--wrk-seconds", type=float, default=3.0, help="how long each wrk measurement runs")
     parser.add_argument("--pools", action="store_true", help="also measure httpx pool settings")
+    parser.add_argument("--modes", nargs="+", choices=[*BASE_MODES, *POOL_MODES], help="only these modes")
     args = parser.parse_args()
     if not 1 <= args.requests <= 100_000 or not 1 <= args.rounds <= 20 or not 1 <= args.runs <= 10_000:
         parser.error("--requests 1..100000, --rounds 1..20, --runs 1..10000")
@@ -205,7 +206,7 @@ def main() -> None:
         parser.error("--concurrency values 1..256 (api.max_concurrency's range)")
     if not 0 <= args.latency <= 5 or not 1 <= args.wrk_seconds <= 60:
         parser.error("--latency 0..5, --wrk-seconds 1..60")
-    modes = [*BASE_MODES, *(POOL_MODES if args.pools else ())]
+    modes = args.modes or [*BASE_MODES, *(POOL_MODES if args.pools else ())]
 
     print(
         f"client_throughput: {args.requests} requests x {args.rounds} rounds per cell, {args.runs} runs,"

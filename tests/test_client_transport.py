@@ -11,7 +11,9 @@ client goes on. A raw TCP server (below) sends the broken answers no HTTP server
 from __future__ import annotations
 
 import asyncio
+import gc
 import json
+import logging
 import socket
 import zlib
 from collections.abc import AsyncIterator, Callable
@@ -73,10 +75,12 @@ class RawServer:
         self.connections = 0
         self.requests: list[bytes] = []  # each request's head, in arrival order
         self.base_url = ""
+        self._open: dict[asyncio.StreamWriter, asyncio.Task[None] | None] = {}
 
     async def _serve(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         connection = self.connections
         self.connections += 1
+        self._open[writer] = asyncio.current_task()
         try:
             for number in range(1000):
                 try:
@@ -91,6 +95,14 @@ class RawServer:
                     return
         finally:
             writer.close()
+            self._open.pop(writer, None)
+
+    async def close_connections(self) -> None:
+        """Hang up on every client still connected and let each handler end by itself (not cancelled)."""
+        handlers = [task for task in self._open.values() if task is not None]
+        for writer in list(self._open):
+            writer.close()
+        await asyncio.gather(*handlers, return_exceptions=True)
 
 
 @asynccontextmanager
@@ -103,6 +115,7 @@ async def raw_server(script: Script) -> AsyncIterator[RawServer]:
         yield server
     finally:
         listener.close()
+        await server.close_connections()
         await listener.wait_closed()
 
 
@@ -223,6 +236,23 @@ async def test_a_request_is_sent_once_per_attempt(transport: TransportName) -> N
             await client.delete_run("run-1")
         assert client.stats.count("delete", "connection_error") == 1
     assert [head.split(b" ", 1)[0] for head in server.requests] == [b"GET", b"DELETE"]
+
+
+def test_a_client_dropped_without_closing_logs_no_error(
+    transport: TransportName, caplog: pytest.LogCaptureFixture
+) -> None:
+    # E.g. a client a reload replaced just before shutdown: its connections go, quietly.
+    async def use_and_drop() -> None:
+        async with raw_server(lambda connection, number: (GOOD_ANSWER, KEEP_OPEN)) as server:
+            client = make_client(server.base_url, transport)
+            assert (await client.get_run_usage("run-1")).record_count == 2
+            del client
+            gc.collect()
+
+    with caplog.at_level(logging.WARNING):
+        asyncio.run(use_and_drop())
+        gc.collect()
+    assert [record.getMessage() for record in caplog.records] == []
 
 
 async def test_the_pool_comes_from_the_settings(transport: TransportName) -> None:

@@ -27,6 +27,7 @@ httpx's own pool.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 from collections.abc import AsyncIterator, Iterator
 from contextlib import contextmanager
 from typing import Literal
@@ -193,3 +194,16 @@ class AiohttpTransport(httpx.AsyncBaseTransport):
         self._closed = True
         if self._session is not None:
             await self._session.close()
+
+    def __del__(self) -> None:
+        # A client dropped without aclose() (one a reload replaced just before shutdown, say) closes its
+        # sockets here, instead of aiohttp logging "Unclosed client session" as an error in plain text.
+        # The connector's own close() needs a running loop; _close() is the synchronous part of it.
+        session = self._session
+        if session is None or session.closed:
+            return
+        connector = session.connector
+        session.detach()
+        if connector is not None:
+            with contextlib.suppress(Exception):
+                connector._close()
