@@ -261,4 +261,4 @@ async def test_the_pool_comes_from_the_settings(transport: TransportName) -> Non
     assert client.transport_name == transport
     await client.aclose()
     with pytest.raises(ValidationError, match="transport"):
-        ApiSettings(transport="curl")  # type: ignore[arg-type]
+        ApiSettings(transport="curl")
