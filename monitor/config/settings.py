@@ -70,6 +70,8 @@ class ApiSettings(_Section):
     # A total deadline per request.
     timeout: Timeout = 10.0
     max_concurrency: int = Field(default=16, ge=1, le=256)
+    # The connection pool under the client (monitor/api/transport.py): aiohttp's, or httpx's own.
+    transport: Literal["aiohttp", "httpcore"] = "aiohttp"
     max_retries: int = Field(default=4, ge=0, le=20)
     # A response body larger than this is refused (InvalidResponseError), never read into memory whole.
     max_response_bytes: int = Field(default=8 * 1024 * 1024, ge=1024, le=1024**3)
