@@ -235,7 +235,7 @@ class Poller:
         """A fresh read for a decision (the enforcer's check before a DELETE): judged against the last
         accepted reading like a poll, but it changes nothing. A held decrease or a rejected reading
         comes back with that kind and no snapshot."""
-        read = await fetch_run(self.client, run_id, clock=self.clock, team_id=self.settings.api.team_id)
+        read = await fetch_run(self.client, run_id, clock=self.clock, team_id=self.settings.api.team_id, urgent=True)
         if not read.ok:
             if read.kind == "invalid_response":
                 self.runtime.invalid_response("usage")
