@@ -1,25 +1,32 @@
-"""Requests per second of `PrimeClient.get_run_usage` against the simulator, as a ratio of a bare httpx client.
+"""Requests per second of `PrimeClient.get_run_usage` against the simulator, next to wrk, bare aiohttp and bare httpx.
 
-    .venv/bin/python bench/client_throughput.py [--requests 2000] [--concurrency 1 4 16] [--rounds 3]
+    .venv/bin/python bench/client_throughput.py [--requests 2000] [--concurrency 1 4 16 64] [--rounds 3]
+        [--latency 0] [--pools] [--modes MODE ...] [--wrk-seconds 3] [--runs 100]
 
-The simulator runs in a SEPARATE PROCESS (`python -m monitor simulate --port P --scenario FILE`, started
-and stopped by this script on 127.0.0.1), so client and server share neither an event loop nor a GIL; on a
-2-core machine each gets roughly one core. For every concurrency level, each round drives N requests
-(cycling over `--runs` run ids) three ways, rotating which goes first:
+The simulator runs in a SEPARATE PROCESS (`python -m monitor simulate`, 127.0.0.1), so client and server share
+neither an event loop nor a GIL; on 2 cores each gets about one. At each concurrency (requests in flight, and
+connections), every round measures each mode once, rotating which goes first:
 
-- `bare aiohttp`  aiohttp.ClientSession, GET + body read: the simulator's own ceiling (aiohttp's client is
-                  much cheaper than httpx's, so this is the figure that is bounded by the server);
-- `bare httpx`    httpx.AsyncClient built as PrimeClient builds it, GET + body read: THE BASELINE, the
-                  ceiling of the transport PrimeClient sits on;
-- `PrimeClient`   get_run_usage: GET + JSON + pydantic model + request stats + the retry wrapper.
+- `wrk`               the C load generator (Debian `wrk`, one thread), same endpoint, same run ids, same
+                      concurrency, for --wrk-seconds: the SERVER'S CEILING, baseline `x wrk`;
+- `aiohttp`           a bare aiohttp.ClientSession, GET + body read: what a lean Python client reaches,
+                      baseline `x aiohttp`;
+- `httpx/httpcore`    a bare httpx.AsyncClient on httpx's own pool, GET + body read, baseline `x httpx`;
+- `httpx/aiohttp`     the same httpx.AsyncClient on the monitor's aiohttp transport (monitor/api/transport.py);
+- `httpx/h-aiohttp`   the same on the PyPI package httpx-aiohttp's transport, if it is installed (context only:
+                      it does not keep the client's guarantees, see bench/README.md);
+- `Prime/httpcore`    PrimeClient.get_run_usage with `api.transport: httpcore`: GET + size-capped body + JSON
+                      checks + pydantic model + request stats + the retry wrapper;
+- `Prime/aiohttp`     the same with `api.transport: aiohttp`, the default.
 
-Printed: requests/second (median over rounds) and its ratio to bare httpx, p50/p99 latency (all rounds
-pooled), CPU time per request in this process (the client's real cost, which the req/s ratio hides when the
-other side is the bottleneck) and its ratio, and CPU per request in the simulator process. No asserts.
+`--pools` adds httpx pool settings: httpx's default limits (100 connections, 20 kept alive) and keep-alive off
+(max_keepalive_connections=0: a new connection per request). `--latency S` makes the simulator answer every
+usage request S seconds late (a fault), as a remote API would: throughput is then bounded by concurrency /
+latency, which is what `api.max_concurrency` is for.
 
-The helpers here (simulator process, load driver, /proc readers) are also used by poll_capacity.py and
-daemon_soak.py, which import this file as a module (run them from the repository root or anywhere: the
-scripts' own directory is on sys.path).
+Printed per mode: requests/s (median over rounds) and its ratios, p50/p99 latency (all rounds pooled; wrk's
+own percentiles, median over rounds), CPU per request in the client process (wrk's from its rusage) and its
+ratios, and the simulator's CPU per request. No asserts.
 """
 
 from __future__ import annotations
@@ -27,291 +34,72 @@ from __future__ import annotations
 import argparse
 import asyncio
 import contextlib
-import importlib.util
+import importlib
 import os
-import socket
 import statistics
-import subprocess
-import sys
 import tempfile
-import time
-from collections.abc import Awaitable, Callable, Iterator
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
 
 import aiohttp
 import httpx
-import yaml
+from harness import (
+    API_KEY,
+    LoadResult,
+    SimulatorProcess,
+    aiohttp_session,
+    aiohttp_usage_call,
+    bare_client,
+    bare_usage_call,
+    client_usage_call,
+    drive,
+    load_average,
+    percentile,
+    run_ids,
+    simulator_process,
+    sniffio_note,
+)
 from pydantic import SecretStr
+from wrk_runner import WrkResult, run_wrk, wrk_binary, wrk_note
 
 from monitor.api.client import PrimeClient
-from monitor.api.errors import ApiError
+from monitor.api.transport import AiohttpTransport, TransportName
 
-API_KEY = "bench-key"
-ADMIN_TOKEN = "bench-admin"
-ADMIN_HEADER = "X-Sim-Admin-Token"
-START_TIMEOUT = 30.0
-MODELS = ("Qwen/Qwen3.5-4B", "Qwen/Qwen3.5-9B", "meta-llama/Llama-3.2-1B", "Qwen/Qwen3.5-35B-A3B")
-CLK_TCK = os.sysconf("SC_CLK_TCK")
-MODES = ("bare aiohttp", "bare httpx", "PrimeClient")
+BASE_MODES = ("wrk", "aiohttp", "httpx/httpcore", "httpx/aiohttp", "httpx/h-aiohttp", "Prime/httpcore", "Prime/aiohttp")
+POOL_MODES = ("httpx 100/20", "httpx no-keepalive")
+Call = Callable[[str], Awaitable[bool]]
 
 
-# --- the simulator as a separate process ----------------------------------------------------------
-
-
-def free_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return int(probe.getsockname()[1])
-
-
-def run_ids(count: int) -> list[str]:
-    return [f"bench-run-{index:05d}" for index in range(count)]
-
-
-def scenario(*, runs: int) -> dict[str, Any]:
-    """`runs` runs on the personal wallet, all RUNNING with usage already landed, burning until deleted."""
-    return {
-        "api_keys": [API_KEY],
-        "admin_token": ADMIN_TOKEN,
-        "meter_interval": 60,
-        "seed": 1,
-        # Every run has one billing row; the recent-request log is kept small on purpose.
-        "request_log_size": 100,
-        "wallets": [{"wallet_id": "wallet-bench", "team_id": None, "starting_balance_usd": 1_000_000}],
-        "runs": [
-            {
-                "id": run_id,
-                "name": f"exp-{run_id}",
-                "base_model": MODELS[index % len(MODELS)],
-                "rates": {"training": 1000 + index, "inference_input": 600, "inference_output": 300},
-                "queue_seconds": 0,
-                "started_ago": 600,
-            }
-            for index, run_id in enumerate(run_ids(runs))
-        ],
-    }
-
-
-@dataclass
-class SimulatorProcess:
-    """A `python -m monitor simulate` child process on a free loopback port."""
-
-    proc: subprocess.Popen[bytes]
-    base_url: str
-    log_path: Path
-
-    @property
-    def pid(self) -> int:
-        return self.proc.pid
-
-    def request_counts(self) -> dict[str, dict[str, int]]:
-        """Public API requests the simulator answered, by endpoint and status (its admin API)."""
-        response = httpx.get(f"{self.base_url}/_sim/requests", headers={ADMIN_HEADER: ADMIN_TOKEN}, timeout=10)
-        response.raise_for_status()
-        counts: dict[str, dict[str, int]] = response.json()["counts"]
-        return counts
-
-    def reset_request_counts(self) -> None:
-        httpx.delete(f"{self.base_url}/_sim/requests", headers={ADMIN_HEADER: ADMIN_TOKEN}, timeout=10)
-
-
-def count_of(counts: dict[str, dict[str, int]], endpoint: str, status: str | None = None) -> int:
-    return sum(n for code, n in counts.get(endpoint, {}).items() if status is None or code == status)
-
-
-@contextlib.contextmanager
-def simulator_process(*, runs: int, workdir: Path) -> Iterator[SimulatorProcess]:
-    scenario_path = workdir / "scenario.yml"
-    scenario_path.write_text(yaml.safe_dump(scenario(runs=runs)), encoding="utf-8")
-    port = free_port()
-    log_path = workdir / "simulator.log"
-    env = {k: v for k, v in os.environ.items() if not k.startswith("PRIME_")}
-    with log_path.open("ab") as log:
-        proc = subprocess.Popen(
-            [sys.executable, "-m", "monitor", "simulate", "--port", str(port), "--scenario", str(scenario_path)],
-            stdout=log,
-            stderr=subprocess.STDOUT,
-            env=env,
-        )
-    sim = SimulatorProcess(proc=proc, base_url=f"http://127.0.0.1:{port}", log_path=log_path)
+def pypi_httpx_aiohttp() -> Callable[..., httpx.AsyncBaseTransport] | None:
+    """The PyPI package's transport class, if it is installed (it is not a dependency)."""
     try:
-        _wait_until_up(sim)
-        yield sim
-    finally:
-        if proc.poll() is None:
-            proc.terminate()
-            try:
-                proc.wait(timeout=10)
-            except subprocess.TimeoutExpired:
-                proc.kill()
-                proc.wait(timeout=10)
+        module = importlib.import_module("httpx_aiohttp")
+    except ImportError:
+        return None
+    transport: Callable[..., httpx.AsyncBaseTransport] = module.AiohttpTransport
+    return transport
 
 
-def _wait_until_up(sim: SimulatorProcess) -> None:
-    deadline = time.monotonic() + START_TIMEOUT
-    while time.monotonic() < deadline:
-        if sim.proc.poll() is not None:
-            raise RuntimeError(f"the simulator exited ({sim.proc.returncode}):\n{sim.log_path.read_text()[-2000:]}")
-        with contextlib.suppress(httpx.HTTPError):
-            if httpx.get(f"{sim.base_url}/_sim/health", headers={ADMIN_HEADER: ADMIN_TOKEN}, timeout=2).is_success:
-                return
-        time.sleep(0.1)
-    raise RuntimeError(f"the simulator did not answer within {START_TIMEOUT:.0f}s")
-
-
-# --- /proc readers ----------------------------------------------------------------------------------
-
-
-def cpu_seconds(pid: int) -> float:
-    """utime + stime of a process, from /proc/PID/stat (fields 14 and 15, after the parenthesised name)."""
-    with open(f"/proc/{pid}/stat", encoding="ascii") as stat:
-        fields = stat.read().rsplit(")", 1)[1].split()
-    return (int(fields[11]) + int(fields[12])) / CLK_TCK
-
-
-def memory_kib(pid: int) -> dict[str, int]:
-    """VmRSS (resident now) and VmHWM (peak resident) in KiB, from /proc/PID/status."""
-    out: dict[str, int] = {}
-    with open(f"/proc/{pid}/status", encoding="ascii") as status:
-        for line in status:
-            key, _, value = line.partition(":")
-            if key in ("VmRSS", "VmHWM"):
-                out[key] = int(value.split()[0])
-    return out
-
-
-def sniffio_note() -> str:
-    """httpcore 1.0.x re-imports sniffio on every lock set-up; when it is absent each failed import walks sys.path."""
-    if importlib.util.find_spec("sniffio") is None:
-        return "sniffio: NOT installed (httpcore pays a failed import per lock set-up, several per request)"
-    return "sniffio: installed"
-
-
-def load_average() -> str:
-    return " ".join(f"{x:.2f}" for x in os.getloadavg())
-
-
-# --- the load driver ---------------------------------------------------------------------------------
-
-
-@dataclass
-class LoadResult:
-    requests: int
-    seconds: float
-    cpu_seconds: float  # this process
-    server_cpu_seconds: float
-    errors: int
-    latencies: list[float] = field(default_factory=list)
-
-    @property
-    def rate(self) -> float:
-        return self.requests / self.seconds
-
-
-def percentile(values: list[float], fraction: float) -> float:
-    ordered = sorted(values)
-    return ordered[min(len(ordered) - 1, int(fraction * len(ordered)))]
-
-
-async def drive(
-    call: Callable[[str], Awaitable[bool]], ids: list[str], *, requests: int, concurrency: int, server_pid: int
-) -> LoadResult:
-    """`concurrency` workers share a counter until `requests` calls are made; `call` returns False on an error."""
-    latencies: list[float] = []
-    issued = 0
-    errors = 0
-
-    async def worker() -> None:
-        nonlocal issued, errors
-        while issued < requests:
-            index = issued
-            issued += 1
-            started = time.perf_counter()
-            ok = await call(ids[index % len(ids)])
-            latencies.append(time.perf_counter() - started)
-            errors += not ok
-
-    server_cpu = cpu_seconds(server_pid)
-    cpu = time.process_time()
-    started = time.perf_counter()
-    await asyncio.gather(*(worker() for _ in range(concurrency)))
-    seconds = time.perf_counter() - started
-    return LoadResult(
-        requests=requests,
-        seconds=seconds,
-        cpu_seconds=time.process_time() - cpu,
-        server_cpu_seconds=cpu_seconds(server_pid) - server_cpu,
-        errors=errors,
-        latencies=latencies,
-    )
-
-
-def bare_client(base_url: str, *, max_connections: int = 16) -> httpx.AsyncClient:
-    """What PrimeClient builds underneath, minus everything PrimeClient adds on top."""
-    return httpx.AsyncClient(
-        base_url=base_url + "/api/v1",
-        headers={"Authorization": f"Bearer {API_KEY}", "Accept": "application/json"},
-        timeout=httpx.Timeout(10.0),
-        limits=httpx.Limits(max_connections=max_connections, max_keepalive_connections=max_connections),
-    )
-
-
-def bare_usage_call(http: httpx.AsyncClient) -> Callable[[str], Awaitable[bool]]:
-    async def call(run_id: str) -> bool:
-        response = await http.get(f"/billing/runs/{run_id}/usage")
-        return response.status_code == 200
-
-    return call
-
-
-def aiohttp_usage_call(session: aiohttp.ClientSession) -> Callable[[str], Awaitable[bool]]:
-    """A second, leaner load generator: shows how much of the ceiling is httpx's rather than the simulator's."""
-
-    async def call(run_id: str) -> bool:
-        async with session.get(f"/api/v1/billing/runs/{run_id}/usage") as response:
-            await response.read()
-            return response.status == 200
-
-    return call
-
-
-def aiohttp_session(base_url: str, *, max_connections: int = 16) -> aiohttp.ClientSession:
-    return aiohttp.ClientSession(
-        base_url=base_url,
-        headers={"Authorization": f"Bearer {API_KEY}", "Accept": "application/json"},
-        connector=aiohttp.TCPConnector(limit=max_connections),
-        timeout=aiohttp.ClientTimeout(total=10.0),
-    )
-
-
-def client_usage_call(client: PrimeClient) -> Callable[[str], Awaitable[bool]]:
-    async def call(run_id: str) -> bool:
-        try:
-            await client.get_run_usage(run_id)
-        except ApiError:
-            return False
-        return True
-
-    return call
-
-
-# --- this benchmark -----------------------------------------------------------------------------------
+def prime_client(base_url: str, concurrency: int, *, transport: TransportName) -> PrimeClient:
+    return PrimeClient(base_url=base_url, api_key=SecretStr(API_KEY), max_concurrency=concurrency, transport=transport)
 
 
 @dataclass
 class Cell:
     """All rounds of one (mode, concurrency)."""
 
-    results: list[LoadResult] = field(default_factory=list)
+    results: list[LoadResult | WrkResult] = field(default_factory=list)
 
     @property
     def rate(self) -> float:
         return statistics.median(r.rate for r in self.results)
 
     def latency_ms(self, fraction: float) -> float:
-        return 1000 * percentile([x for r in self.results for x in r.latencies], fraction)
+        wrk = [r for r in self.results if isinstance(r, WrkResult)]
+        if wrk:  # wrk reports its own percentiles: the median over rounds
+            return statistics.median(r.p50_ms if fraction == 0.5 else r.p99_ms for r in wrk)
+        return 1000 * percentile([x for r in self.results if isinstance(r, LoadResult) for x in r.latencies], fraction)
 
     def cpu_us_per_request(self, *, server: bool = False) -> float:
         total = sum(r.server_cpu_seconds if server else r.cpu_seconds for r in self.results)
@@ -322,71 +110,124 @@ class Cell:
         return sum(r.errors for r in self.results)
 
 
-async def measure(sim: SimulatorProcess, *, ids: list[str], args: argparse.Namespace) -> dict[tuple[str, int], Cell]:
-    cells: dict[tuple[str, int], Cell] = {}
-    async with (
-        bare_client(sim.base_url) as http,
-        aiohttp_session(sim.base_url) as session,
-        PrimeClient(base_url=sim.base_url, api_key=SecretStr(API_KEY), max_concurrency=16) as client,
-    ):
-        calls = {
-            "bare aiohttp": aiohttp_usage_call(session),
-            "bare httpx": bare_usage_call(http),
-            "PrimeClient": client_usage_call(client),
+async def measure_level(
+    sim: SimulatorProcess, *, ids: list[str], level: int, modes: list[str], args: argparse.Namespace, workdir: Path
+) -> dict[str, Cell]:
+    """Every mode at one concurrency, `args.rounds` times, with fresh clients sized to that concurrency."""
+    pypi = pypi_httpx_aiohttp()
+    async with contextlib.AsyncExitStack() as stack:
+        enter = stack.enter_async_context
+        limits = httpx.Limits(max_connections=level, max_keepalive_connections=level)
+        clients: dict[str, object] = {
+            "aiohttp": await enter(aiohttp_session(sim.base_url, max_connections=level)),
+            "httpx/httpcore": await enter(bare_client(sim.base_url, max_connections=level)),
+            "httpx/aiohttp": await enter(bare_client(sim.base_url, transport=AiohttpTransport(max_connections=level))),
+            "Prime/httpcore": await enter(prime_client(sim.base_url, level, transport="httpcore")),
+            "Prime/aiohttp": await enter(prime_client(sim.base_url, level, transport="aiohttp")),
+            "httpx 100/20": await enter(bare_client(sim.base_url, max_connections=100, max_keepalive=20)),
+            "httpx no-keepalive": await enter(bare_client(sim.base_url, max_connections=level, max_keepalive=0)),
         }
-        # Warm-up: open the connections, import lazily-loaded code paths, fill caches.
-        for call in calls.values():
-            await drive(call, ids, requests=200, concurrency=16, server_pid=sim.pid)
-        for concurrency in args.concurrency:
-            for round_index in range(args.rounds):
-                # Rotate who goes first, so a neighbour's burst does not always hit the same mode.
-                order = [*MODES[round_index % 3 :], *MODES[: round_index % 3]]
-                for mode in order:
-                    result = await drive(
-                        calls[mode], ids, requests=args.requests, concurrency=concurrency, server_pid=sim.pid
+        if pypi is not None:
+            clients["httpx/h-aiohttp"] = await enter(bare_client(sim.base_url, transport=pypi(limits=limits)))
+        calls: dict[str, Call] = {}
+        for mode, client in clients.items():
+            if isinstance(client, PrimeClient):
+                calls[mode] = client_usage_call(client)
+            elif isinstance(client, httpx.AsyncClient):
+                calls[mode] = bare_usage_call(client)
+            elif isinstance(client, aiohttp.ClientSession):
+                calls[mode] = aiohttp_usage_call(client)
+        present = [m for m in modes if m in calls or (m == "wrk" and wrk_binary() is not None)]
+        for mode in present:  # warm-up: open the connections, import lazily-loaded code paths
+            if mode != "wrk":
+                await drive(calls[mode], ids, requests=min(200, args.requests), concurrency=level, server_pid=sim.pid)
+        cells: dict[str, Cell] = {mode: Cell() for mode in present}
+        for round_index in range(args.rounds):
+            # Rotate who goes first, so a neighbour's burst does not always hit the same mode.
+            shift = round_index % len(present)
+            for mode in [*present[shift:], *present[:shift]]:
+                if mode == "wrk":
+                    result: LoadResult | WrkResult = await asyncio.to_thread(
+                        run_wrk,
+                        sim.base_url,
+                        ids,
+                        concurrency=level,
+                        seconds=args.wrk_seconds,
+                        server_pid=sim.pid,
+                        workdir=workdir,
                     )
-                    cells.setdefault((mode, concurrency), Cell()).results.append(result)
+                else:
+                    result = await drive(
+                        calls[mode], ids, requests=args.requests, concurrency=level, server_pid=sim.pid
+                    )
+                cells[mode].results.append(result)
     return cells
 
 
-def print_table(cells: dict[tuple[str, int], Cell], *, concurrency: list[int]) -> None:
+def ratio(cells: dict[str, Cell], value: float, base: str, *, cpu: bool = False) -> str:
+    """value / the base mode's figure at the same concurrency ('-' when that mode was not measured)."""
+    if base not in cells:
+        return "-"
+    reference = cells[base].cpu_us_per_request() if cpu else cells[base].rate
+    return f"{value / reference:.2f}"
+
+
+def print_table(table: dict[int, dict[str, Cell]]) -> None:
     print(
-        f"{'conc':>4} {'mode':<12} {'req/s':>7} {'x bare':>7} {'p50 ms':>7} {'p99 ms':>7}"
-        f" {'client CPU us/req':>18} {'x bare':>7} {'sim CPU us/req':>15} {'errors':>6}"
+        f"{'conc':>4} {'mode':<18} {'req/s':>7} {'x wrk':>6} {'x aiohttp':>9} {'x httpx':>7} {'p50 ms':>7}"
+        f" {'p99 ms':>7} {'CPU us/req':>10} {'x aiohttp':>9} {'x httpx':>7} {'sim us/req':>10} {'errors':>6}"
     )
-    for level in concurrency:
-        bare = cells[("bare httpx", level)]
-        for mode in MODES:
-            cell = cells[(mode, level)]
+    for level, cells in table.items():
+        for mode, cell in cells.items():
+            cpu = cell.cpu_us_per_request()
             print(
-                f"{level:>4} {mode:<12} {cell.rate:>7.0f} {cell.rate / bare.rate:>7.2f}"
-                f" {cell.latency_ms(0.5):>7.2f} {cell.latency_ms(0.99):>7.2f}"
-                f" {cell.cpu_us_per_request():>18.0f} {cell.cpu_us_per_request() / bare.cpu_us_per_request():>7.2f}"
-                f" {cell.cpu_us_per_request(server=True):>15.0f} {cell.errors:>6}"
+                f"{level:>4} {mode:<18} {cell.rate:>7.0f} {ratio(cells, cell.rate, 'wrk'):>6}"
+                f" {ratio(cells, cell.rate, 'aiohttp'):>9} {ratio(cells, cell.rate, 'httpx/httpcore'):>7}"
+                f" {cell.latency_ms(0.5):>7.2f} {cell.latency_ms(0.99):>7.2f} {cpu:>10.0f}"
+                f" {ratio(cells, cpu, 'aiohttp', cpu=True):>9} {ratio(cells, cpu, 'httpx/httpcore', cpu=True):>7}"
+                f" {cell.cpu_us_per_request(server=True):>10.0f} {cell.errors:>6}"
             )
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--requests", type=int, default=2000, help="requests per measurement (default 2000)")
-    parser.add_argument("--concurrency", type=int, nargs="+", default=[1, 4, 16], help="in-flight requests")
+    parser.add_argument("--concurrency", type=int, nargs="+", default=[1, 4, 16, 64], help="in flight at once")
     parser.add_argument("--rounds", type=int, default=3, help="rounds per cell; the median rate is shown")
     parser.add_argument("--runs", type=int, default=100, help="simulated runs the requests cycle through")
+    parser.add_argument("--latency", type=float, default=0.0, help="seconds the simulator waits before answering")
+    parser.add_argument("--wrk-seconds", type=float, default=3.0, help="how long each wrk measurement runs")
+    parser.add_argument("--pools", action="store_true", help="also measure httpx pool settings")
+    parser.add_argument("--modes", nargs="+", choices=[*BASE_MODES, *POOL_MODES], help="only these modes")
     args = parser.parse_args()
     if not 1 <= args.requests <= 100_000 or not 1 <= args.rounds <= 20 or not 1 <= args.runs <= 10_000:
         parser.error("--requests 1..100000, --rounds 1..20, --runs 1..10000")
-    if any(not 1 <= c <= 16 for c in args.concurrency):
-        parser.error("--concurrency values 1..16 (PrimeClient's default pool is 16 connections)")
+    if any(not 1 <= c <= 256 for c in args.concurrency):
+        parser.error("--concurrency values 1..256 (api.max_concurrency's range)")
+    if not 0 <= args.latency <= 5 or not 1 <= args.wrk_seconds <= 60:
+        parser.error("--latency 0..5, --wrk-seconds 1..60")
+    modes = args.modes or [*BASE_MODES, *(POOL_MODES if args.pools else ())]
 
-    print(f"client_throughput: {args.requests} requests x {args.rounds} rounds per cell, {args.runs} runs")
+    print(
+        f"client_throughput: {args.requests} requests x {args.rounds} rounds per cell, {args.runs} runs,"
+        f" latency {args.latency:g} s, concurrency {args.concurrency}"
+    )
     print(f"simulator: separate process on 127.0.0.1; load average before: {load_average()}; cores: {os.cpu_count()}")
-    print(sniffio_note())
+    print(f"{sniffio_note()}; {wrk_note()}")
+    if pypi_httpx_aiohttp() is None:
+        print("httpx-aiohttp (PyPI): not installed, its row is left out")
+    table: dict[int, dict[str, Cell]] = {}
     with (
         tempfile.TemporaryDirectory(prefix="bench-client-") as tmp,
         simulator_process(runs=args.runs, workdir=Path(tmp)) as sim,
     ):
-        cells = asyncio.run(measure(sim, ids=run_ids(args.runs), args=args))
-    print_table(cells, concurrency=args.concurrency)
+        if args.latency:
+            sim.set_faults([{"kind": "latency", "endpoint": "usage", "latency": args.latency}])
+        for level in args.concurrency:
+            table[level] = asyncio.run(
+                measure_level(sim, ids=run_ids(args.runs), level=level, modes=modes, args=args, workdir=Path(tmp))
+            )
+    print_table(table)
     print(f"load average after: {load_average()}")
 
 

@@ -36,7 +36,7 @@ from typing import Any
 
 import httpx
 import yaml
-from client_throughput import (
+from harness import (
     API_KEY,
     SimulatorProcess,
     count_of,

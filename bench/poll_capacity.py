@@ -1,13 +1,16 @@
-"""Runs polled per second by the daemon's poll path, against the load generator's ceiling at the same concurrency.
+"""Runs polled per second by the daemon's poll path, against wrk and bare clients at the same concurrency.
 
     .venv/bin/python bench/poll_capacity.py [--runs 100 500 1000] [--passes 3] [--profile 1000]
 
 The simulator runs in a separate process (`python -m monitor simulate`, 127.0.0.1) with as many runs as the
-largest size. For each number of watched runs N, every pass reads all N runs once, in five ways:
+largest size. For each number of watched runs N, every pass reads all N runs once, in these ways:
 
-- `bare aiohttp`  16 workers with aiohttp: what the simulator process can answer (context only);
-- `bare httpx`    16 workers with a bare httpx.AsyncClient: the load generator's ceiling, THE BASELINE;
-- `PrimeClient`   asyncio.gather of N `get_run_usage` calls (the client bounds them at 16);
+- `wrk`           wrk (Debian package) with 16 connections for --wrk-seconds, same endpoint and run ids:
+                  the simulator's ceiling, baseline `x wrk` (left out if wrk is not installed);
+- `bare aiohttp`  16 workers with aiohttp: what a lean Python client reaches;
+- `bare httpx`    16 workers with a bare httpx.AsyncClient on httpx's own pool (httpcore), baseline `x httpx`;
+- `PrimeClient`   asyncio.gather of N `get_run_usage` calls (the client bounds them at 16; its default
+                  transport, aiohttp);
 - `Poller`        `Poller.poll_due_runs()` with every run due: real PrimeClient, StateStore on a temp file,
                   RuntimeState; reads, validates and stores a snapshot per run;
 - `daemon fresh`  `Daemon.poll_runs(all_runs=True)`: the poller plus the rules pipeline (two run rules, burn
@@ -16,9 +19,9 @@ largest size. For each number of watched runs N, every pass reads all N runs onc
 - `daemon steady` the same on a store pre-filled with `--history` readings per run, 5 s apart, ending now:
                   a full burn window (900 s / 5 s = 180 by default), which the pipeline reads back each poll.
 
-Printed: runs/s (median over passes), the ratio to bare httpx, and CPU ms per run in this process (where
-the poll path's own cost shows even when the simulator is the bottleneck). `--profile N` adds a cProfile of
-one `daemon steady` pass at N runs (top functions by own time). No asserts.
+Printed: runs/s (median over passes), the ratios to wrk and to bare httpx, and CPU ms per run in this process
+(where the poll path's own cost shows even when the simulator is the bottleneck). `--profile N` adds a cProfile
+of one `daemon steady` pass at N runs (top functions by own time). No asserts.
 """
 
 from __future__ import annotations
@@ -37,7 +40,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from client_throughput import (
+from harness import (
     API_KEY,
     SimulatorProcess,
     aiohttp_session,
@@ -51,6 +54,7 @@ from client_throughput import (
     sniffio_note,
 )
 from pydantic import SecretStr
+from wrk_runner import run_wrk, wrk_binary, wrk_note
 
 from monitor.api.client import PrimeClient
 from monitor.config.settings import Settings
@@ -61,7 +65,7 @@ from monitor.store.state_store import StateStore
 from monitor.wiring import build
 
 CONCURRENCY = 16  # api.max_concurrency's default
-MODES = ("bare aiohttp", "bare httpx", "PrimeClient", "Poller", "daemon fresh", "daemon steady")
+MODES = ("wrk", "bare aiohttp", "bare httpx", "PrimeClient", "Poller", "daemon fresh", "daemon steady")
 POLL_INTERVAL = 5.0
 RULES: list[dict[str, Any]] = [
     {"name": "run-cap", "scope": "run", "metric": "total_cost_usd", "threshold": 1_000_000, "warn_at": [0.5, 0.8]},
@@ -137,9 +141,13 @@ def seed_history(store: StateStore, ids: list[str], *, readings: int) -> None:
 class Bench:
     """Everything needed to poll one set of N runs in each mode, on one event loop."""
 
-    def __init__(self, sim: SimulatorProcess, ids: list[str], workdir: Path, *, history: int) -> None:
+    def __init__(
+        self, sim: SimulatorProcess, ids: list[str], workdir: Path, *, history: int, wrk_seconds: float = 3.0
+    ) -> None:
         self.sim = sim
         self.ids = ids
+        self.workdir = workdir
+        self.wrk_seconds = wrk_seconds
         self.http = bare_client(sim.base_url, max_connections=CONCURRENCY)
         self.session = aiohttp_session(sim.base_url, max_connections=CONCURRENCY)
         self.client = PrimeClient(base_url=sim.base_url, api_key=SecretStr(API_KEY), max_concurrency=CONCURRENCY)
@@ -165,6 +173,22 @@ class Bench:
 
     async def one_pass(self, mode: str) -> Pass:
         n = len(self.ids)
+        if mode == "wrk":
+            result = await asyncio.to_thread(
+                run_wrk,
+                self.sim.base_url,
+                self.ids,
+                concurrency=CONCURRENCY,
+                seconds=self.wrk_seconds,
+                server_pid=self.sim.pid,
+                workdir=self.workdir,
+            )
+            return Pass(
+                runs=result.requests,
+                seconds=result.seconds,
+                cpu_seconds=result.cpu_seconds,
+                polled=result.requests - result.errors,
+            )
         if mode in ("bare aiohttp", "bare httpx"):
             call = aiohttp_usage_call(self.session) if mode == "bare aiohttp" else bare_usage_call(self.http)
             result = await drive(call, self.ids, requests=n, concurrency=CONCURRENCY, server_pid=self.sim.pid)
@@ -198,18 +222,20 @@ class Bench:
 
 
 async def measure(
-    sim: SimulatorProcess, *, sizes: list[int], passes: int, history: int, workdir: Path
+    sim: SimulatorProcess, *, sizes: list[int], passes: int, history: int, workdir: Path, wrk_seconds: float
 ) -> dict[int, dict[str, Cell]]:
     table: dict[int, dict[str, Cell]] = {}
+    modes = [mode for mode in MODES if mode != "wrk" or wrk_binary() is not None]
     for size in sizes:
-        bench = Bench(sim, run_ids(size), workdir / f"n{size}", history=history)
+        bench = Bench(sim, run_ids(size), workdir / f"n{size}", history=history, wrk_seconds=wrk_seconds)
         try:
-            for mode in MODES:  # warm-up: connections, first snapshots in the stores
-                await bench.one_pass(mode)
-            cells = {mode: Cell() for mode in MODES}
+            for mode in modes:  # warm-up: connections, first snapshots in the stores
+                if mode != "wrk":
+                    await bench.one_pass(mode)
+            cells = {mode: Cell() for mode in modes}
             for index in range(passes):
                 # Rotate the order so a neighbour's burst does not always land on the same mode.
-                for mode in [*MODES[index % len(MODES) :], *MODES[: index % len(MODES)]]:
+                for mode in [*modes[index % len(modes) :], *modes[: index % len(modes)]]:
                     cells[mode].passes.append(await bench.one_pass(mode))
             table[size] = cells
         finally:
@@ -235,12 +261,14 @@ async def profile_pass(sim: SimulatorProcess, *, size: int, history: int, workdi
 
 
 def print_table(table: dict[int, dict[str, Cell]]) -> None:
-    print(f"{'runs':>5} {'mode':<13} {'runs/s':>7} {'x bare httpx':>13} {'CPU ms/run':>11} {'failed':>6}")
+    print(f"{'runs':>5} {'mode':<13} {'runs/s':>7} {'x wrk':>6} {'x httpx':>7} {'CPU ms/run':>11} {'failed':>6}")
     for size, cells in table.items():
         baseline = cells["bare httpx"].rate
+        wrk = f"{cells['wrk'].rate:.0f}" if "wrk" in cells else None
         for mode, cell in cells.items():
+            x_wrk = f"{cell.rate / cells['wrk'].rate:.2f}" if wrk else "-"
             print(
-                f"{size:>5} {mode:<13} {cell.rate:>7.0f} {cell.rate / baseline:>13.2f}"
+                f"{size:>5} {mode:<13} {cell.rate:>7.0f} {x_wrk:>6} {cell.rate / baseline:>7.2f}"
                 f" {cell.cpu_ms_per_run:>11.3f} {cell.failed:>6}"
             )
 
@@ -253,6 +281,7 @@ def main() -> None:
         "--history", type=int, default=180, help="readings per run pre-filled for `daemon steady` (default 180)"
     )
     parser.add_argument("--profile", type=int, metavar="N", help="also profile one daemon pass at N runs")
+    parser.add_argument("--wrk-seconds", type=float, default=3.0, help="how long each wrk pass runs (default 3)")
     args = parser.parse_args()
     if any(not 1 <= n <= 5000 for n in args.runs) or not 1 <= args.passes <= 20 or not 0 <= args.history <= 2000:
         parser.error("--runs values 1..5000, --passes 1..20, --history 0..2000")
@@ -268,12 +297,21 @@ def main() -> None:
         f" {args.history} readings per run pre-filled for `daemon steady`"
     )
     print(f"simulator: separate process on 127.0.0.1; load average before: {load_average()}; cores: {os.cpu_count()}")
-    print(sniffio_note())
+    print(f"{sniffio_note()}; {wrk_note()}")
     with (
         tempfile.TemporaryDirectory(prefix="bench-poll-") as tmp,
         simulator_process(runs=max([*args.runs, args.profile or 0]), workdir=Path(tmp)) as sim,
     ):
-        table = asyncio.run(measure(sim, sizes=args.runs, passes=args.passes, history=args.history, workdir=Path(tmp)))
+        table = asyncio.run(
+            measure(
+                sim,
+                sizes=args.runs,
+                passes=args.passes,
+                history=args.history,
+                workdir=Path(tmp),
+                wrk_seconds=args.wrk_seconds,
+            )
+        )
         print_table(table)
         if args.profile:
             print(f"\ncProfile of one `daemon steady` pass at {args.profile} runs ({args.history} readings per run):")

@@ -113,7 +113,7 @@ class Daemon:
             await self.parts.pipeline.on_wallet_snapshot(wallet)
 
     def _mark_hot(self) -> None:
-        self.parts.poller.watch.hot = self.parts.enforcer.pending_runs() | self.parts.pipeline.hot_runs()
+        self.parts.poller.watch.read_by = self.parts.enforcer.read_by()
 
     async def poll_runs(self) -> None:
         """The tick: start reading every due run, each in its own task; returns at once."""

@@ -7,7 +7,6 @@ saved, so a crash between the two re-derives the same notification on restart an
 
 from __future__ import annotations
 
-from collections import deque
 from typing import Protocol
 
 import structlog
@@ -20,21 +19,20 @@ from monitor.exporter.live import RuntimeState
 from monitor.notify.outbox import OutboxDispatcher
 from monitor.readings.model import Verdict
 from monitor.records import AlertState, Evaluation
+from monitor.rules.catalog import CATALOG
 from monitor.rules.config import RunRule, WalletRule
 from monitor.rules.evaluate import (
-    burn_rate_usd_per_hour,
     evaluate_run,
     evaluate_wallet,
     runway_seconds,
     wallet_spend_usd,
 )
+from monitor.rules.schedule import PollHint, next_poll
+from monitor.rules.trend import RunWindow, Trend
 from monitor.snapshots import RunSnapshot, WalletSnapshot
 from monitor.store.state_store import StateStore
 
 log = structlog.get_logger(__name__)
-
-# A run whose utilisation of any rule reaches this is polled at the fastest allowed interval.
-HOT_UTILISATION = 0.8
 
 
 class BreachObserver(Protocol):
@@ -60,27 +58,39 @@ class Pipeline:
         self.dispatcher = dispatcher
         self.clock = clock
         self.enforcer = enforcer
-        self._recent: dict[str, deque[RunSnapshot]] = {}
+        # Each run's recent totals as float arrays: what rates need, computed once per reading.
+        self._windows: dict[str, RunWindow] = {}
         # Alert state per (subject, rule), written through to the store. The pipeline is its only
         # writer, so the store is read once per key (after a start), not on every poll.
         self._alerts: dict[tuple[str, str], AlertState | None] = {}
 
-    async def on_reading(self, snapshot: RunSnapshot, verdict: Verdict) -> None:
-        """An accepted reading from the poller. After a confirmed billing correction the readings
-        before it no longer add up with the new totals: the burn window starts again from here."""
-        if verdict.corrected:
-            self._recent[snapshot.run_id] = deque([snapshot])
-        await self.on_run_snapshot(snapshot, corrected=verdict.corrected)
+    async def on_reading(self, snapshot: RunSnapshot, verdict: Verdict) -> PollHint:
+        """An accepted reading from the poller; returns when the run is next worth reading. After a
+        confirmed billing correction the readings before it no longer add up with the new totals: the
+        burn window starts again from here."""
+        if verdict.corrected and snapshot.run_id in self._windows:
+            self._windows[snapshot.run_id].reset()
+        evaluations = await self.on_run_snapshot(snapshot, corrected=verdict.corrected)
+        rules = {rule.name: rule for rule in self.settings.run_rules}
+        poll, enforce = self.settings.poll, self.settings.enforce
+        return next_poll(
+            evaluations,
+            rules,
+            taken_at=snapshot.taken_at,
+            min_interval=poll.min_interval,
+            interval=poll.interval,
+            announce_ahead=enforce.grace_period if enforce.anticipate else None,
+        )
 
     async def on_run_snapshot(self, snapshot: RunSnapshot, *, corrected: bool = False) -> list[Evaluation]:
         now = self.clock.now()
-        window = self.settings.poll.burn_window
-        history = self._recent_history(snapshot, since=now - window - self.settings.poll.interval)
-        burn = burn_rate_usd_per_hour(history, now=now, window=window)
-        self.runtime.burn_rate_measured(snapshot.run_id, burn)
+        trends = self._trends(snapshot, now=now)
+        self.runtime.burn_rate_measured(snapshot.run_id, trends["total_cost_usd"].rate_per_hour)
         evaluations: list[Evaluation] = []
         for rule in self.settings.run_rules:
-            evaluation = evaluate_run(rule, snapshot, history, now=now, burn_window=window)
+            evaluation = evaluate_run(
+                rule, snapshot, (), now=now, burn_window=self.settings.poll.burn_window, trends=trends
+            )
             if evaluation is None:
                 continue
             evaluations.append(evaluation)
@@ -115,32 +125,35 @@ class Pipeline:
         self.runtime.wallet_figures(runway_seconds=runway, spend_by_rule=spend_by_rule)
         return evaluations
 
-    def hot_runs(self) -> set[str]:
-        """Runs at or past HOT_UTILISATION of any rule: polled at the fastest allowed interval."""
-        return {
-            subject
-            for (subject, _), ev in self.runtime.evaluations.items()
-            if ev.scope == "run" and ev.utilisation is not None and ev.utilisation >= HOT_UTILISATION
-        }
-
     def forget(self, run_id: str) -> None:
-        self._recent.pop(run_id, None)
+        self._windows.pop(run_id, None)
         for key in [k for k in self._alerts if k[0] == run_id]:
             del self._alerts[key]
 
-    def _recent_history(self, snapshot: RunSnapshot, *, since: float) -> list[RunSnapshot]:
-        """The readings inside the burn window, kept in memory: the store is read once per run
-        (after a start), not on every poll, which profiling showed was a third of a poll pass."""
-        recent = self._recent.get(snapshot.run_id)
-        if recent is None:
-            # The poller has already saved this snapshot, so the store's history includes it.
-            recent = deque(self.store.run_history(snapshot.run_id, since=since))
-            self._recent[snapshot.run_id] = recent
-        elif not recent or recent[-1].taken_at < snapshot.taken_at:
-            recent.append(snapshot)
-        while recent and recent[0].taken_at < since:
-            recent.popleft()
-        return list(recent)
+    def _trends(self, snapshot: RunSnapshot, *, now: float) -> dict[str, Trend]:
+        """Each watched total's trend for this reading, from the run's window (loaded from the store once
+        per run after a start: the poller has already saved this reading, so the history includes it)."""
+        poll = self.settings.poll
+        since = now - poll.burn_window - poll.interval
+        metrics = self._window_metrics()
+        window = self._windows.get(snapshot.run_id)
+        if window is None or window.metrics != metrics:
+            window = RunWindow(metrics)
+            for earlier in self.store.run_history(snapshot.run_id, since=since):
+                window.add(earlier.taken_at, _values(earlier, metrics), terminal=earlier.terminal)
+            self._windows[snapshot.run_id] = window
+        window.add(snapshot.taken_at, _values(snapshot, metrics), terminal=snapshot.terminal)
+        window.trim(since)
+        return {metric: window.trend(metric, now=now, window=poll.burn_window) for metric in metrics}
+
+    def _window_metrics(self) -> tuple[str, ...]:
+        """The totals whose trends the rules need: the cost always (the burn rate), and each total a rule watches."""
+        watched = [rule.metric for rule in self.settings.run_rules if CATALOG[rule.metric].read is not None]
+        return tuple(dict.fromkeys(["total_cost_usd", *watched]))
+
+    def window_bytes(self) -> int:
+        """Memory the burn windows hold (benchmarks report it per watched run)."""
+        return sum(window.nbytes() for window in self._windows.values())
 
     def _run_context(self, snapshot: RunSnapshot, evaluation: Evaluation) -> AlertContext:
         return AlertContext(
@@ -175,3 +188,12 @@ class Pipeline:
         if previous is None or state != previous:
             self.store.save_alert(state)
             self._alerts[key] = state
+
+
+def _values(snapshot: RunSnapshot, metrics: tuple[str, ...]) -> list[float]:
+    values = []
+    for metric in metrics:
+        read = CATALOG[metric].read
+        assert read is not None
+        values.append(read(snapshot))
+    return values

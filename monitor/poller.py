@@ -8,6 +8,7 @@ other runs of the pass go on. A reading reaches the rules only when the reading 
 from __future__ import annotations
 
 import asyncio
+import math
 from collections.abc import Awaitable, Callable
 from fnmatch import fnmatchcase
 
@@ -21,6 +22,7 @@ from monitor.readings.discovery import Discovery
 from monitor.readings.fetch import RunRead, fetch_run
 from monitor.readings.model import ReadingModel, Verdict
 from monitor.readings.watchlist import WatchList
+from monitor.rules.schedule import PollHint
 from monitor.snapshots import RunSnapshot, WalletSnapshot
 from monitor.store.schema import StoreError
 from monitor.store.state_store import StateStore
@@ -30,7 +32,7 @@ log = structlog.get_logger(__name__)
 # A run that reports a terminal status is read until two such readings agree, at most this often.
 MAX_TERMINAL_READS = 5
 
-ReadingHandler = Callable[[RunSnapshot, Verdict], Awaitable[None]]
+ReadingHandler = Callable[[RunSnapshot, Verdict], Awaitable[PollHint]]
 
 
 class Poller:
@@ -48,6 +50,9 @@ class Poller:
         # Called with every accepted reading, inside the run's own guard (the pipeline's evaluation).
         self.on_reading: ReadingHandler | None = None
         self._in_flight: dict[str, asyncio.Task[RunSnapshot | None]] = {}
+        # The read budget (a token bucket refilled at poll.max_requests_per_second).
+        self._tokens = 0.0
+        self._budget_at: float | None = None
 
     def restore(self) -> None:
         """After a restart: the runs already known, their last readings, and which ones finished."""
@@ -66,12 +71,46 @@ class Poller:
                 self.runtime.restored(run_id, snapshot)
 
     def interval_for(self, run_id: str) -> float:
+        """How long after its last read a run is due again (see monitor.rules.schedule)."""
         poll = self.settings.poll
         health = self.runtime.health.get(run_id)
         if health is not None and health.last_kind == "not_found" and health.consecutive_failures > 1:
             # A run that keeps answering 404 (a typo, another team's id, deleted long ago) backs off.
             return min(poll.not_found_backoff_max, poll.interval * 2.0 ** (health.consecutive_failures - 1))
-        return poll.min_interval if (poll.adaptive and run_id in self.watch.hot) else poll.interval
+        if not poll.adaptive:
+            scheduled = poll.interval
+        else:
+            hint = self.watch.hints.get(run_id)
+            wait = poll.interval if hint is None or hint.wait is None else hint.wait
+            scheduled = min(max(wait, poll.min_interval), poll.max_interval)
+        wanted = self.watch.read_by.get(run_id)
+        last = self.watch.last_polled.get(run_id)
+        if wanted is not None and last is not None:
+            # Enforcement needs a fresh reading by then (never sooner than min_interval after the last).
+            scheduled = min(scheduled, max(wanted - last, poll.min_interval))
+        return scheduled
+
+    def _urgency(self, run_id: str) -> float:
+        """Sort key of due runs: a delete in progress first, then the nearest to a threshold."""
+        if run_id in self.watch.read_by:
+            return -1.0
+        hint = self.watch.hints.get(run_id)
+        return hint.urgency if hint is not None and hint.urgency is not None else math.inf
+
+    def _within_budget(self, due: list[str], now: float) -> list[str]:
+        """At most poll.max_requests_per_second reads, whatever the number of runs: the most urgent first."""
+        budget = self.settings.poll.max_requests_per_second
+        if budget <= 0:
+            return due
+        tick = min(self.settings.poll.min_interval, self.settings.poll.interval)
+        elapsed = now - self._budget_at if self._budget_at is not None else tick
+        self._budget_at = now
+        self._tokens = min(self._tokens + elapsed * budget, max(budget * tick, 1.0))
+        allowed = int(self._tokens)
+        if len(due) > allowed:
+            due = sorted(due, key=self._urgency)[:allowed]
+        self._tokens -= len(due)
+        return due
 
     # -- the pass --------------------------------------------------------------------------------
 
@@ -84,6 +123,7 @@ class Poller:
         # twice its interval, which also breaks enforcement's run of consecutive fresh readings.
         slack = 0.5 * min(self.settings.poll.min_interval, self.settings.poll.interval)
         due = [r for r in self.watch.due(now + slack, self.interval_for) if r not in self._in_flight]
+        due = self._within_budget(due, now)
         for run_id in due:
             self.watch.last_polled[run_id] = now
             task = asyncio.create_task(self._read_guarded(run_id), name=f"poll:{run_id}")
@@ -159,6 +199,9 @@ class Poller:
                 if verdict.code == "invalid":
                     self.runtime.invalid_response("usage")
             self._failed(run_id, kind=verdict.outcome, error=verdict.reason)
+            if verdict.outcome == "held":
+                # A decrease waits for the next reading to confirm it: read again soon.
+                self.watch.hints[run_id] = PollHint(wait=self.settings.poll.min_interval, urgency=0.0)
             return None
         snapshot = verdict.snapshot
         assert snapshot is not None
@@ -184,7 +227,7 @@ class Poller:
             self.store.mark_run_finished(run_id, finished_at=snapshot.taken_at)
             log_.info("run_finished", status=snapshot.status, total_cost_usd=snapshot.total_cost_usd)
         if self.on_reading is not None:
-            await self.on_reading(snapshot, verdict)
+            self.watch.hints[run_id] = await self.on_reading(snapshot, verdict)
         self.runtime.run_processed(run_id)
         return snapshot
 
@@ -192,7 +235,7 @@ class Poller:
         """A fresh read for a decision (the enforcer's check before a DELETE): judged against the last
         accepted reading like a poll, but it changes nothing. A held decrease or a rejected reading
         comes back with that kind and no snapshot."""
-        read = await fetch_run(self.client, run_id, clock=self.clock, team_id=self.settings.api.team_id)
+        read = await fetch_run(self.client, run_id, clock=self.clock, team_id=self.settings.api.team_id, urgent=True)
         if not read.ok:
             if read.kind == "invalid_response":
                 self.runtime.invalid_response("usage")
@@ -256,5 +299,6 @@ class Poller:
 
     def forget(self, run_id: str) -> None:
         self.readings.forget(run_id)
+        self.watch.hints.pop(run_id, None)
         self.watch.last_polled.pop(run_id, None)
         self.watch.terminal_reads.pop(run_id, None)

@@ -8,6 +8,7 @@ from dataclasses import dataclass, field
 from typing import Literal
 
 from monitor.enforce.evidence import Evidence
+from monitor.rules.trend import Trend
 
 Scope = Literal["run", "wallet"]
 
@@ -39,6 +40,9 @@ class Evaluation:
     taken_at: float
     burn_rate_usd_per_hour: float | None = None
     time_to_limit_seconds: float | None = None
+    # The pace of the rule's metric behind time_to_limit (landings, steadiness): what a projection
+    # may act on (anticipated countdowns, kill-ahead).
+    trend: Trend | None = None
 
     @property
     def breached(self) -> bool:

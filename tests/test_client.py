@@ -230,6 +230,23 @@ async def test_concurrency_is_bounded(simulator: SimulatorHandle) -> None:
     assert peak == 2
 
 
+async def test_a_delete_and_an_urgent_read_never_wait_behind_queued_polls(simulator: SimulatorHandle) -> None:
+    simulator.add_fault(kind="latency", endpoint="usage", latency=0.5, count=5)
+    async with make_client(simulator, max_concurrency=1) as client:
+        # Four slow polls through the one shared slot: about 2 s end to end.
+        polls = [asyncio.create_task(client.get_run_usage("run-qwen4b")) for _ in range(4)]
+        await asyncio.sleep(0.05)
+        deleted = await client.delete_run("run-team-9b")
+        polls_done_at_delete = sum(poll.done() for poll in polls)
+        urgent = await client.get_run_usage("run-qwen4b", urgent=True)
+        polls_done_at_urgent_read = sum(poll.done() for poll in polls)
+        await asyncio.gather(*polls)
+    assert deleted.deleted and urgent.run_id == "run-qwen4b"
+    # Each went out in a slot of its own while the polls were still queued for the shared one.
+    assert polls_done_at_delete == 0
+    assert polls_done_at_urgent_read <= 1
+
+
 def test_base_url_is_normalised_like_the_prime_cli() -> None:
     for raw in ("http://h:1", "http://h:1/", "http://h:1/api/v1", "http://h:1/api/v1/"):
         assert ApiSettings(base_url=raw).base_url == "http://h:1"

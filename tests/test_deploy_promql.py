@@ -198,7 +198,14 @@ def _daemon_config(sim: SimulatorHandle, slack: FakeSlack, *, port: int, workdir
             "retry_max": 1,
         },
         # A grace period long enough for a Prometheus that starts beside the daemon to scrape a countdown.
-        "enforce": {"dry_run": False, "grace_period": 10, "confirm_polls": 2, "max_deletes_per_hour": 2},
+        # The countdown must last long enough for Prometheus to scrape it: never shortened for pace.
+        "enforce": {
+            "dry_run": False,
+            "grace_period": 10,
+            "confirm_polls": 2,
+            "max_deletes_per_hour": 2,
+            "grace_overspend_cap": None,
+        },
         "health": {"stale_intervals": 2, "blind_after": 0, "unhealthy_after": 120},
         "server": {"listen": f"127.0.0.1:{port}"},
         "state": {"path": str(workdir / "state.db")},

@@ -36,7 +36,9 @@ POLL_INTERVAL = 1.0
 FLAT_PRICING = {"training_per_mtok": 1.0, "inference_input_per_mtok": 1.0, "inference_output_per_mtok": 1.0}
 CAP_USD = 1.0
 RULE = "run-cap"
-LIVE = {"dry_run": False, "grace_period": 2, "confirm_polls": 2}
+# The reactive path: a countdown only once the cap is crossed (anticipation: tests/test_anticipation.py).
+# These tests time the grace period itself (a CLI call lands inside it), so it is never shortened for pace.
+LIVE = {"dry_run": False, "grace_period": 2, "confirm_polls": 2, "anticipate": False, "grace_overspend_cap": None}
 
 
 def scenario() -> dict[str, Any]:
@@ -300,7 +302,7 @@ def test_dry_run_never_deletes_and_reports_would_delete_once(
     sim: SimulatorHandle, fake_slack: FakeSlack, daemon_factory: DaemonFactory
 ) -> None:
     # enforce.dry_run is not set: dry run is the default.
-    enforce = {"grace_period": 1, "confirm_polls": 2}
+    enforce = {"grace_period": 1, "confirm_polls": 2, "anticipate": False}
     daemon = daemon_factory(sim, rules=[cap_rule()], slack=fake_slack, enforce=enforce)
     start(daemon)
     add_burning_run(sim, "run-dry", usd_per_second=0.2, crosses_in=3)

@@ -69,7 +69,15 @@ def make_settings(sim: SimulatorHandle, state_path: Path, **enforce: Any) -> Set
         rules=[
             {"name": "run-cap", "scope": "run", "metric": "total_cost_usd", "threshold": CAP_USD, "action": "delete"}
         ],
-        enforce={"grace_period": GRACE_SECONDS, "confirm_polls": 2, **enforce},
+        # The reactive path with the whole grace period (a countdown only once the cap is crossed, never
+        # shortened for pace); anticipation and the overspend cap: test_anticipation.py.
+        enforce={
+            "grace_period": GRACE_SECONDS,
+            "confirm_polls": 2,
+            "anticipate": False,
+            "grace_overspend_cap": None,
+            **enforce,
+        },
         state={"path": str(state_path)},
     )
 

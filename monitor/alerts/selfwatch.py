@@ -148,7 +148,12 @@ class SelfWatch:
         for run_id in active:
             health = self.runtime.health.get(run_id)
             episode = self._unreadable.get(run_id)
-            failing = health is not None and health.last_poll_failed and health.last_kind != "held"
+            failing = (
+                health is not None
+                and health.last_poll_failed
+                and health.last_kind != "held"
+                and health.failing_on_its_own
+            )
             if episode is None and failing and not monitor_blind:
                 assert health is not None
                 if health.consecutive_failures >= threshold:

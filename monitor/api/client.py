@@ -3,6 +3,8 @@
 Retries (exponential backoff with full jitter) on 5xx, 429 (honouring Retry-After, seconds or an
 HTTP date), timeouts and connection errors; never on 401, 403, 404 or 422. Every attempt is timed
 and counted in RequestStats by endpoint and outcome code. The sleep and the clock are passed in.
+At most `max_concurrency` requests are in flight, plus URGENT_SLOTS kept for a DELETE and for a
+read marked urgent, so neither waits behind a queue of polls.
 
 What it refuses, so nothing downstream acts on a figure that is not the API's:
 - a run id that could address another path (`monitor.api.ids.run_id_problem`): UnaddressableRunError,
@@ -12,6 +14,9 @@ What it refuses, so nothing downstream acts on a figure that is not the API's:
   InvalidResponseError naming the field;
 - an attempt that has no complete answer (connect, headers and the whole body) within `timeout`:
   UnreachableError with kind "timeout", retried like any timeout.
+
+httpx is the interface; the connection pool under it is aiohttp's by default (`api.transport`,
+`monitor.api.transport`), several times cheaper per request than httpx's own, which stays available.
 """
 
 from __future__ import annotations
@@ -32,6 +37,7 @@ from monitor.api.body import BodyError, check_json_content_type, field_name, rea
 from monitor.api.errors import InvalidResponseError, UnaddressableRunError, UnreachableError
 from monitor.api.ids import path_segment, run_id_problem
 from monitor.api.models import BillingEntry, DeleteRunResponse, RunUsageResponse, WalletResponse
+from monitor.api.transport import TransportName, make_transport
 from monitor.clock import SYSTEM_CLOCK, Clock
 from monitor.config.settings import ApiSettings, normalise_base_url
 from monitor.exporter.requests import RequestStats
@@ -41,6 +47,9 @@ log = structlog.get_logger(__name__)
 ModelT = TypeVar("ModelT", bound=BaseModel)
 WALLET_PAGE_LIMIT = 100  # the spec's maximum `limit`
 DEFAULT_MAX_RESPONSE_BYTES = 8 * 1024 * 1024
+# In-flight slots kept apart for urgent requests (a DELETE, the re-read before one): they never queue
+# behind a pass of thousands of polls waiting for the max_concurrency shared slots.
+URGENT_SLOTS = 2
 
 
 @dataclass(frozen=True, slots=True)
@@ -87,17 +96,20 @@ class PrimeClient:
         clock: Clock = SYSTEM_CLOCK,
         stats: RequestStats | None = None,
         rng: random.Random | None = None,
-        transport: httpx.AsyncBaseTransport | None = None,
+        transport: TransportName | httpx.AsyncBaseTransport = "aiohttp",
     ) -> None:
+        """`transport`: the connection pool under httpx, by name (see `monitor.api.transport`) or an instance."""
         self.base_url = normalise_base_url(base_url)
         self.team_id = team_id
         self.timeout = timeout
         self.max_response_bytes = max_response_bytes
         self.retry = retry or RetryPolicy()
+        self.transport_name = transport if isinstance(transport, str) else type(transport).__name__
         self.stats = stats if stats is not None else RequestStats()
         self._clock = clock
         self._rng = rng or random.Random()
         self._semaphore = asyncio.Semaphore(max_concurrency)
+        self._urgent = asyncio.Semaphore(URGENT_SLOTS)
         headers = {
             "User-Agent": f"prime-cost-monitor/{__version__}",
             "Accept": "application/json",
@@ -112,8 +124,11 @@ class PrimeClient:
             headers=headers,
             # Per phase, as a backstop: the deadline that counts is the total one in _attempt.
             timeout=httpx.Timeout(timeout),
-            limits=httpx.Limits(max_connections=max_concurrency, max_keepalive_connections=max_concurrency),
-            transport=transport,
+            transport=(
+                make_transport(transport, max_connections=max_concurrency + URGENT_SLOTS)
+                if isinstance(transport, str)
+                else transport
+            ),
             follow_redirects=False,
         )
 
@@ -131,6 +146,7 @@ class PrimeClient:
             retry=RetryPolicy(max_attempts=settings.max_retries + 1),
             clock=clock,
             stats=stats,
+            transport=settings.transport,
         )
 
     def __repr__(self) -> str:
@@ -147,14 +163,20 @@ class PrimeClient:
 
     # The endpoints --------------------------------------------------------------------------
 
-    async def get_run_usage(self, run_id: str) -> RunUsageResponse:
+    async def get_run_usage(self, run_id: str, *, urgent: bool = False) -> RunUsageResponse:
+        """`urgent`: sent in a slot of its own (URGENT_SLOTS) instead of waiting behind the polls in flight."""
         segment = self._run_segment(run_id, endpoint="usage")
-        return await self._fetch("GET", f"/billing/runs/{segment}/usage", RunUsageResponse, endpoint="usage")
+        return await self._fetch(
+            "GET", f"/billing/runs/{segment}/usage", RunUsageResponse, endpoint="usage", urgent=urgent
+        )
 
     async def delete_run(self, run_id: str) -> DeleteRunResponse:
-        """Idempotent on the service; a 404 (already gone) raises NotFoundError for the caller to record."""
+        """Idempotent on the service; a 404 (already gone) raises NotFoundError for the caller to record.
+        Always urgent: money burns while it waits."""
         segment = self._run_segment(run_id, endpoint="delete")
-        return await self._fetch("DELETE", f"/training/runs/{segment}", DeleteRunResponse, endpoint="delete")
+        return await self._fetch(
+            "DELETE", f"/training/runs/{segment}", DeleteRunResponse, endpoint="delete", urgent=True
+        )
 
     async def get_wallet(self, *, rows: int = 20, team_id: str | None = None) -> WalletResponse:
         """Balance and the newest `rows` billing rows (each id once), paging by the spec's limit of 100."""
@@ -242,24 +264,31 @@ class PrimeClient:
     # The one place retries are decided -------------------------------------------------------
 
     async def _fetch(
-        self, method: str, path: str, model: type[ModelT], *, endpoint: str, params: Mapping[str, Any] | None = None
+        self,
+        method: str,
+        path: str,
+        model: type[ModelT],
+        *,
+        endpoint: str,
+        params: Mapping[str, Any] | None = None,
+        urgent: bool = False,
     ) -> ModelT:
-        value, url = await self._send(method, path, endpoint=endpoint, params=params)
+        value, url = await self._send(method, path, endpoint=endpoint, params=params, urgent=urgent)
         return self._parse(value, model, endpoint=endpoint, url=url)
 
     async def _request(self, method: str, path: str, *, endpoint: str, params: Mapping[str, Any] | None = None) -> Any:
         """The JSON value of a 2xx answer, after retries; an ApiError otherwise."""
-        value, _ = await self._send(method, path, endpoint=endpoint, params=params)
+        value, _ = await self._send(method, path, endpoint=endpoint, params=params, urgent=False)
         return value
 
     async def _send(
-        self, method: str, path: str, *, endpoint: str, params: Mapping[str, Any] | None
+        self, method: str, path: str, *, endpoint: str, params: Mapping[str, Any] | None, urgent: bool
     ) -> tuple[Any, str]:
         attempt = 0
         while True:
             attempt += 1
             try:
-                return await self._attempt(method, path, endpoint=endpoint, params=params)
+                return await self._attempt(method, path, endpoint=endpoint, params=params, urgent=urgent)
             except Retryable as failure:
                 if attempt >= self.retry.max_attempts:
                     raise failure.error from None
@@ -281,12 +310,12 @@ class PrimeClient:
                 await self._clock.sleep(delay)
 
     async def _attempt(
-        self, method: str, path: str, *, endpoint: str, params: Mapping[str, Any] | None
+        self, method: str, path: str, *, endpoint: str, params: Mapping[str, Any] | None, urgent: bool
     ) -> tuple[Any, str]:
         request = self._http.build_request(method, path, params=params)
         url = public_url(request.url)
         host = request.url.netloc.decode("ascii")
-        async with self._semaphore:
+        async with self._urgent if urgent else self._semaphore:
             # Timed from here: waiting for a slot in our own pool is not the API's slowness.
             started = self._clock.monotonic()
             try:

@@ -70,6 +70,8 @@ class ApiSettings(_Section):
     # A total deadline per request.
     timeout: Timeout = 10.0
     max_concurrency: int = Field(default=16, ge=1, le=256)
+    # The connection pool under the client (monitor/api/transport.py): aiohttp's, or httpx's own.
+    transport: Literal["aiohttp", "httpcore"] = "aiohttp"
     max_retries: int = Field(default=4, ge=0, le=20)
     # A response body larger than this is refused (InvalidResponseError), never read into memory whole.
     max_response_bytes: int = Field(default=8 * 1024 * 1024, ge=1024, le=1024**3)
@@ -121,9 +123,14 @@ class WatchSettings(_Section):
 class PollSettings(_Section):
     interval: Annotated[Duration, within(low=1.0, high=DAY)] = 30.0
     wallet_interval: Annotated[Duration, within(low=1.0, high=DAY)] = 60.0
-    # Poll runs near a threshold (or with a delete pending) at min_interval instead of interval.
+    # Poll each run by its projected time to its nearest threshold: from max_interval far away down to
+    # min_interval near a crossing (or with a delete pending); interval when nothing can be projected.
     adaptive: bool = True
-    min_interval: Annotated[Duration, within(low=0.1, high=DAY)] = 5.0
+    min_interval: Annotated[Duration, within(low=0.1, high=DAY)] = 2.0
+    max_interval: Annotated[Duration, within(low=1.0, high=DAY)] = 300.0
+    # A budget for all run reads together, whatever the number of runs (0: none); the runs closest to a
+    # limit are read first.
+    max_requests_per_second: float = Field(default=50.0, ge=0.0, le=10_000.0, allow_inf_nan=False)
     # Window for burn rates (USD/hour) computed from the snapshot history.
     burn_window: Annotated[Duration, within(low=1.0, high=WEEK)] = 900.0
     # A run that answers 404 is polled less and less often, doubling from interval up to this.
@@ -133,6 +140,8 @@ class PollSettings(_Section):
     def _consistent(self) -> PollSettings:
         if self.min_interval > self.interval:
             raise ValueError("min_interval cannot be longer than interval")
+        if self.max_interval < self.interval:
+            raise ValueError("max_interval cannot be shorter than interval")
         if self.not_found_backoff_max < self.interval:
             raise ValueError("not_found_backoff_max cannot be shorter than interval (it backs off from interval)")
         if self.burn_window < 2 * self.interval:
@@ -187,6 +196,15 @@ class EnforceSettings(_Section):
     # 0 is allowed: delete as soon as the readings confirm the breach.
     grace_period: Annotated[Duration, within(low=0.0, high=WEEK)] = 120.0
     confirm_polls: int = Field(default=2, ge=1, le=20)
+    # Announce a delete (and start its grace period) when a steady burn will reach the limit within the
+    # grace period, so the DELETE lands as soon as fresh readings confirm the crossing instead of a grace
+    # period after it. Off: the countdown starts only once the limit is crossed.
+    anticipate: bool = True
+    # A countdown never waits longer than it takes the run, at its burn rate, to spend this fraction of
+    # its limit past it: a run burning $5/s would otherwise spend $600 over a $50 cap during a 2-minute
+    # grace. It shortens only the countdowns of runs too fast to see coming a grace period ahead.
+    # null: always the full grace period.
+    grace_overspend_cap: float | None = Field(default=0.1, gt=0.0, le=100.0, allow_inf_nan=False)
     max_deletes_per_hour: int = Field(default=3, ge=0, le=1000)
     protect: list[str] = Field(default_factory=list, description="run ids or run-name globs never deleted")
 

@@ -2,8 +2,10 @@
 
 The sequence for one (run, rule) episode:
   1. `observe` counts consecutive fresh readings over the rule's hard limit (a reading counts once);
-  2. at `confirm_polls` of them it writes `delete_pending` (the evidence and the deadline) to the
-     action log, then announces it; the run is polled at the fastest interval from then on;
+  2. at `confirm_polls` of them, or earlier when a measured pace will cross the limit within the grace
+     period (anticipation, monitor.enforce.projection), it writes `delete_pending` (the evidence and
+     the deadline) to the action log, then announces it; the run is polled at the fastest interval
+     from then on, and the DELETE still needs `confirm_polls` fresh readings over the limit;
   3. at the deadline, `tick` hands the episode to `_execute`, the one executor every path goes through:
      it checks every safety, re-reads the run, writes `delete_intent`, calls DELETE, announces and
      records the result. Dry run stops just before the intent and records `would_delete`.
@@ -31,9 +33,10 @@ from monitor.api.errors import (
 from monitor.clock import Clock
 from monitor.config.settings import Settings
 from monitor.enforce.delete_call import DeleteCall, Unauthorized
-from monitor.enforce.evidence import Evidence, Reading, Schedule
+from monitor.enforce.evidence import Evidence, Projection, Reading, Schedule
 from monitor.enforce.journal import Journal, NotificationPublisher
-from monitor.enforce.messages import cap_notice, stopped_notice, utc
+from monitor.enforce.messages import advanced_notice, cap_notice, pending_reason, stopped_notice, utc
+from monitor.enforce.projection import advanced_deadline, anticipation, calls_off, kill_ahead, shortened_grace
 from monitor.enforce.restart import resume_intent, resume_pending
 from monitor.enforce.safety import (
     HOUR,
@@ -127,6 +130,34 @@ class Enforcer:
             {(t.run_id, t.rule): t.pending.deadline for t in self._tracks.values() if t.pending is not None}
         )
 
+    def read_by(self) -> dict[str, float]:
+        """When (monotonic) enforcement wants its next fresh reading of each run it is working on: at once
+        while confirming a crossing or past a confirmed deadline, one fresh reading just before a
+        confirmed countdown's deadline; a countdown started ahead of the crossing (even one past its
+        deadline) waits for the poll schedule, which reads just after the landing that will show the
+        crossing and ever more often as it nears."""
+        now = self.clock.monotonic()
+        keep = self._settings.enforce.confirm_polls
+        fast = self._settings.poll.min_interval
+        wanted: dict[str, float] = {}
+        for track in self._tracks.values():
+            pending = track.pending
+            if pending is not None and pending.intent_id is not None:
+                continue  # the executor re-reads the run itself before each DELETE attempt
+            confirmed = len(track.confirmations) >= keep
+            if 0 < len(track.confirmations) < keep or (
+                pending is not None and confirmed and pending.deadline_mono <= now
+            ):
+                at = now
+            elif pending is not None and confirmed:
+                at = pending.deadline_mono - fast
+                if track.last_taken_mono is not None and track.last_taken_mono >= at - fast:
+                    continue  # the reading for the deadline is in; the executor re-reads the run itself
+            else:
+                continue
+            wanted[track.run_id] = min(at, wanted.get(track.run_id, at))
+        return wanted
+
     def pending_runs(self) -> set[str]:
         """Runs with a delete pending or being confirmed: the poller reads them at the fastest interval."""
         return {track.run_id for track in self._tracks.values() if track.pending is not None or track.confirmations}
@@ -200,34 +231,79 @@ class Enforcer:
 
     async def _observe(self, evaluation: Evaluation, snapshot: RunSnapshot, *, corrected: bool) -> None:
         track = self._track(snapshot.run_id, evaluation.rule)
-        reading = Reading.of(snapshot, metric=evaluation.metric, value=evaluation.value, limit=evaluation.limit)
-        keep = self._settings.enforce.confirm_polls
-        counted = track.count(
-            snapshot, reading, breached=evaluation.breached, stale_after=self._stale_after(), keep=keep
+        rule = self._delete_rule(evaluation.rule)
+        enforce = self._settings.enforce
+        # Kill-ahead: a reading that projects the crossing before the next one can show it counts like
+        # one over the limit (monitor.enforce.projection).
+        ahead = None
+        if rule is not None and rule.kill_ahead and not evaluation.breached:
+            ahead = kill_ahead(evaluation, poll_gap=self._settings.poll.min_interval)
+        reading = Reading.of(
+            snapshot,
+            metric=evaluation.metric,
+            value=evaluation.value,
+            limit=evaluation.limit,
+            projected=ahead.projected_value if ahead is not None else None,
         )
-        pending = track.pending
+        keep = enforce.confirm_polls
+        breached = evaluation.breached or ahead is not None
+        counted = track.count(snapshot, reading, breached=breached, stale_after=self._stale_after(), keep=keep)
         if counted == "seen":
             log.debug("enforce_reading_already_counted", run_id=track.run_id, rule=track.rule)
             return
-        if counted == "under" and pending is not None and pending.intent_id is None:
-            if snapshot.terminal:
-                reason = f"the run is {snapshot.status}: it finished or was stopped outside the monitor"
-            elif corrected:
-                reason = "a billing correction brought the run back under the limit"
-            else:
-                reason = "the run is back under the limit"
-            await self._conclude(track, "cancelled", reason=reason, extra=[reading])
+        track.kill_projection = ahead
+        pending = track.pending
+        if counted == "under":
+            await self._under(track, evaluation, snapshot, reading, corrected=corrected)
+            return
         if counted == "reset":
             log.info("enforce_confirmations_reset", run_id=track.run_id, rule=track.rule)
-        if counted in ("seen", "unknown", "under") or not track.confirmations:
+        if counted == "unknown" or not track.confirmations:
             return
-        if pending is None and not (len(track.confirmations) >= keep and self._start_episode(track)):
+        rate = evaluation.trend.rate_per_hour if evaluation.trend is not None else None
+        if pending is None and not (len(track.confirmations) >= keep and self._start_episode(track, rate=rate)):
             return
         assert track.pending is not None
+        if len(track.confirmations) >= keep:
+            self._advance(track, rate=rate)
         if track.pending.deadline_mono <= self.clock.monotonic():
             await self._execute(track, due=True)
 
-    def _start_episode(self, track: Track) -> bool:
+    async def _under(
+        self, track: Track, evaluation: Evaluation, snapshot: RunSnapshot, reading: Reading, *, corrected: bool
+    ) -> None:
+        """A reading under the limit: it calls off a countdown (unless one started ahead of the crossing
+        still expects it), or starts one ahead of the crossing (anticipation)."""
+        pending = track.pending
+        grace = self._settings.enforce.grace_period
+        if pending is not None and pending.intent_id is None:
+            if snapshot.terminal:
+                reason: str | None = f"the run is {snapshot.status}: it finished or was stopped outside the monitor"
+            elif corrected:
+                reason = "a billing correction brought the run back under the limit"
+            elif pending.anticipated is not None:
+                reason = calls_off(evaluation, grace_period=grace)
+            else:
+                reason = "the run is back under the limit"
+            if reason is not None:
+                await self._conclude(track, "cancelled", reason=reason, extra=[reading])
+            return
+        if pending is None and self._settings.enforce.anticipate and not snapshot.terminal:
+            projection = anticipation(evaluation, grace_period=grace)
+            if projection is not None:
+                self._start_episode(track, readings=[reading], projection=projection)
+
+    def _start_episode(
+        self,
+        track: Track,
+        *,
+        readings: list[Reading] | None = None,
+        projection: Projection | None = None,
+        rate: float | None = None,
+    ) -> bool:
+        """Announce a countdown: on confirmed readings over the limit (`rate`: the metric's pace, which may
+        shorten the grace period, see enforce.grace_overspend_cap), or (`projection`) ahead of the
+        crossing, quoting the projection; False when it may not start now."""
         now = self.clock.now()
         enforce = self._settings.enforce
         blocked = episode_blocked(
@@ -236,7 +312,7 @@ class Enforcer:
             stopped=self._stopped,
             gave_up=(track.run_id, track.rule) in self._gave_up,
             protection=self._protection(track.run_id, track.run_name, now=now),
-            dry_run_on_same_config=(enforce.dry_run and self.journal.config_hash) or None,
+            dry_run_on_same_config=self.journal.config_hash if enforce.dry_run else None,
             cap_full=self._cap_count(now) >= enforce.max_deletes_per_hour,
         )
         if blocked is not None:
@@ -245,38 +321,85 @@ class Enforcer:
                 track.skipped = blocked
             return False
         track.skipped = None
-        readings = list(track.confirmations)
-        schedule = Schedule(
-            deadline=now + enforce.grace_period, grace_period=enforce.grace_period, run_name=track.run_name
+        readings = list(track.confirmations) if readings is None else readings
+        grace, cut = shortened_grace(
+            enforce.grace_period,
+            limit=readings[-1].limit if readings else None,
+            rate_per_hour=projection.rate_per_hour if projection is not None else rate,
+            time_to_limit=(projection.time_to_limit or 0.0) if projection is not None else 0.0,
+            overspend_cap=enforce.grace_overspend_cap,
         )
-        verb = "would delete (dry run)" if enforce.dry_run else "delete"
+        schedule = Schedule(deadline=now + grace, grace_period=grace, run_name=track.run_name)
         episode = self.journal.record(
             track,
             "delete_pending",
-            reason=f"over the limit on {len(readings)} consecutive fresh readings: {verb} at {utc(schedule.deadline)}"
-            " unless it is back under the limit, finished or protected",
-            evidence=Evidence.of(readings, schedule=schedule),
+            reason=pending_reason(
+                confirmations=len(readings), projection=projection, deadline=schedule.deadline, dry_run=enforce.dry_run
+            ),
+            evidence=Evidence.of(readings, schedule=schedule, projection=projection),
             intent_id=None,
             dry_run=enforce.dry_run,
         )
         track.pending = PendingDelete(
             episode=episode,
             deadline=schedule.deadline,
-            deadline_mono=self.clock.monotonic() + enforce.grace_period,
+            deadline_mono=self.clock.monotonic() + grace,
             grace_period=schedule.grace_period,
             dry_run=enforce.dry_run,
             run_name=track.run_name,
             announced=readings,
+            anticipated=projection,
         )
         count = self._cap_count(now)
-        note = None
+        note = cut
         if count >= enforce.max_deletes_per_hour:
-            note = (
+            note = (note + "\n" if note else "") + (
                 f"The hourly delete cap is reached right now ({count} of {enforce.max_deletes_per_hour}):"
                 " unless it frees up by the deadline, this delete will be refused."
             )
         self.journal.publish(self.journal.pending_notice(track, now=now, note=note))
         return True
+
+    def _advance(self, track: Track, *, rate: float | None) -> None:
+        """Bring a countdown's deadline forward, once, when the confirmed pace would spend more than
+        enforce.grace_overspend_cap of the limit past it by then (it was announced on an early, lower
+        estimate). Announced in the thread and logged with the readings; after a restart the announced
+        deadline applies again, the later one, which errs on the side of the run."""
+        pending = track.pending
+        assert pending is not None
+        reading = track.confirmations[-1]
+        cap = self._settings.enforce.grace_overspend_cap
+        if pending.advanced or pending.intent_id is not None or reading.value is None or cap is None:
+            return
+        seconds = advanced_deadline(value=reading.value, limit=reading.limit, rate_per_hour=rate, overspend_cap=cap)
+        mono = self.clock.monotonic()
+        if seconds is None or mono + seconds >= pending.deadline_mono - self._settings.poll.min_interval:
+            return
+        assert rate is not None
+        was, now = pending.deadline, self.clock.now()
+        pending.deadline, pending.deadline_mono, pending.advanced = now + seconds, mono + seconds, True
+        log.warning(
+            "enforce_deadline_advanced",
+            run_id=track.run_id,
+            rule=track.rule,
+            deadline=utc(pending.deadline),
+            was=utc(was),
+            rate_per_hour=round(rate, 2),
+            evidence=[r.to_json() for r in track.confirmations],
+        )
+        ctx = self.journal.context(track, pending)
+        self.journal.publish(
+            advanced_notice(
+                ctx,
+                readings=list(track.confirmations),
+                deadline=pending.deadline,
+                was=was,
+                rate_per_hour=rate,
+                overspend_cap=cap,
+                now=now,
+            )
+        )
+        self._show_state()
 
     # -- the executor ------------------------------------------------------------------------------
 
@@ -353,6 +476,7 @@ class Enforcer:
                 now=now,
                 burn_window=self._settings.poll.burn_window,
                 protection=self._protection(snapshot.run_id, snapshot.run_name, now=now),
+                kill_projection=track.kill_projection if rule.kill_ahead else None,
             )
             if cancel is not None:
                 await self._conclude(track, "cancelled", reason=cancel, extra=extra)

@@ -36,10 +36,19 @@ class Reading:
     limit: float
     record_count: int | None
     status: str | None
+    # Kill-ahead: the value projected at the next reading that can show a new landing.
+    projected: float | None = None
 
     @classmethod
     def of(
-        cls, snapshot: RunSnapshot, *, metric: str, value: float | None, limit: float, source: ReadingSource = "poll"
+        cls,
+        snapshot: RunSnapshot,
+        *,
+        metric: str,
+        value: float | None,
+        limit: float,
+        source: ReadingSource = "poll",
+        projected: float | None = None,
     ) -> Reading:
         return cls(
             source=source,
@@ -50,10 +59,11 @@ class Reading:
             limit=limit,
             record_count=snapshot.record_count,
             status=snapshot.status,
+            projected=projected,
         )
 
     def to_json(self) -> dict[str, Any]:
-        return {
+        entry: dict[str, Any] = {
             "source": self.source,
             "taken_at": self.taken_at,
             "total_cost_usd": self.total_cost_usd,
@@ -63,6 +73,9 @@ class Reading:
             "record_count": self.record_count,
             "status": self.status,
         }
+        if self.projected is not None:
+            entry["projected"] = self.projected
+        return entry
 
     @classmethod
     def from_json(cls, entry: Mapping[str, Any]) -> Reading:
@@ -77,6 +90,7 @@ class Reading:
             limit=_float(entry, "limit"),
             record_count=count if isinstance(count, int) else None,
             status=entry.get("status"),
+            projected=float(entry["projected"]) if isinstance(entry.get("projected"), int | float) else None,
         )
 
 
@@ -137,25 +151,80 @@ class Attempt:
 
 
 @dataclass(frozen=True, slots=True)
+class Projection:
+    """The projection behind a countdown started ahead of the crossing, or a kill-ahead delete."""
+
+    basis: Literal["anticipated", "kill_ahead"]
+    rate_per_hour: float
+    landings: int
+    landing_gap: float | None
+    steady: bool
+    # Seconds until the limit at this pace (anticipated), and the value projected at the next
+    # reading that can show a new landing (kill-ahead).
+    time_to_limit: float | None = None
+    projected_value: float | None = None
+    # Kill-ahead: how far ahead the value was projected (one landing gap plus one poll), seconds.
+    horizon: float | None = None
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "source": "projection",
+            "horizon": self.horizon,
+            "basis": self.basis,
+            "rate_per_hour": self.rate_per_hour,
+            "landings": self.landings,
+            "landing_gap": self.landing_gap,
+            "steady": self.steady,
+            "time_to_limit": self.time_to_limit,
+            "projected_value": self.projected_value,
+        }
+
+    @classmethod
+    def from_json(cls, entry: Mapping[str, Any]) -> Projection:
+        def number(key: str) -> float | None:
+            value = entry.get(key)
+            return float(value) if isinstance(value, int | float) else None
+
+        return cls(
+            basis="kill_ahead" if entry.get("basis") == "kill_ahead" else "anticipated",
+            rate_per_hour=_float(entry, "rate_per_hour"),
+            landings=int(entry.get("landings", 0)),
+            landing_gap=number("landing_gap"),
+            steady=bool(entry.get("steady", False)),
+            time_to_limit=number("time_to_limit"),
+            projected_value=number("projected_value"),
+            horizon=number("horizon"),
+        )
+
+
+@dataclass(frozen=True, slots=True)
 class Evidence:
     """All the evidence of one record, in the order it is stored: readings, attempts, the schedule."""
 
     readings: tuple[Reading, ...] = ()
     attempts: tuple[Attempt, ...] = ()
     schedule: Schedule | None = None
+    projection: Projection | None = None
     # Entries this version does not know, kept as they were.
     other: tuple[dict[str, Any], ...] = field(default=())
 
     @classmethod
     def of(
-        cls, readings: Iterable[Reading] = (), *, attempts: Iterable[Attempt] = (), schedule: Schedule | None = None
+        cls,
+        readings: Iterable[Reading] = (),
+        *,
+        attempts: Iterable[Attempt] = (),
+        schedule: Schedule | None = None,
+        projection: Projection | None = None,
     ) -> Evidence:
-        return cls(readings=tuple(readings), attempts=tuple(attempts), schedule=schedule)
+        return cls(readings=tuple(readings), attempts=tuple(attempts), schedule=schedule, projection=projection)
 
     def to_json(self) -> list[dict[str, Any]]:
         entries = [reading.to_json() for reading in self.readings]
         entries += [attempt.to_json() for attempt in self.attempts]
         entries += [dict(entry) for entry in self.other]
+        if self.projection is not None:
+            entries.append(self.projection.to_json())
         if self.schedule is not None:
             entries.append(self.schedule.to_json())
         return entries
@@ -166,6 +235,7 @@ class Evidence:
         attempts: list[Attempt] = []
         other: list[dict[str, Any]] = []
         schedule: Schedule | None = None
+        projection: Projection | None = None
         for entry in entries:
             source = entry.get("source")
             if source in ("poll", "reread"):
@@ -174,9 +244,17 @@ class Evidence:
                 attempts.append(Attempt.from_json(entry))
             elif source == "schedule" and schedule is None:
                 schedule = Schedule.from_json(entry)
+            elif source == "projection" and projection is None:
+                projection = Projection.from_json(entry)
             else:
                 other.append(dict(entry))
-        return cls(readings=tuple(readings), attempts=tuple(attempts), schedule=schedule, other=tuple(other))
+        return cls(
+            readings=tuple(readings),
+            attempts=tuple(attempts),
+            schedule=schedule,
+            projection=projection,
+            other=tuple(other),
+        )
 
     @property
     def last_reading(self) -> Reading | None:

@@ -129,6 +129,7 @@ class Journal:
             grace_period=pending.grace_period,
             now=now,
             note=note,
+            projection=pending.anticipated,
         )
 
     async def conclude(

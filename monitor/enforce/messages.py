@@ -16,7 +16,7 @@ from datetime import UTC, datetime
 
 from monitor.alerts.words import format_metric_value, safe_text
 from monitor.config.durations import format_duration
-from monitor.enforce.evidence import Reading
+from monitor.enforce.evidence import Projection, Reading
 from monitor.records import Notification, NotificationKind
 
 
@@ -89,24 +89,41 @@ def pending_notice(
     grace_period: float,
     now: float,
     note: str | None = None,
+    projection: Projection | None = None,
 ) -> Notification:
+    """The announcement: on readings over the limit, or (`projection`) ahead of a crossing a steady burn
+    will reach within the grace period."""
     verb = "Would delete" if ctx.dry_run else "Deleting"
     when = "now" if grace_period <= 0 else f"in {format_duration(grace_period)}"
-    title = f"⏳ {verb} run {ctx.name} {when}: over {safe_text(ctx.rule, limit=100)}"
+    rule = safe_text(ctx.rule, limit=100)
+    where = f"about to cross {rule}" if projection is not None else f"over {rule}"
+    title = f"⏳ {verb} run {ctx.name} {when}: {where}"
+    confirm = " once fresh readings confirm the crossing" if projection is not None else ""
     if ctx.dry_run:
         plan = (
-            f"Dry run (enforce.dry_run is on): nothing will be deleted. At {utc(deadline)} the monitor re-reads the"
-            " run and records that it would have deleted it."
+            f"Dry run (enforce.dry_run is on): nothing will be deleted. At {utc(deadline)}{confirm} the monitor"
+            " re-reads the run and records that it would have deleted it."
         )
     else:
         plan = (
-            f"At {utc(deadline)} the monitor re-reads the run and deletes it if it is still over the limit,"
-            " still running and not protected."
+            f"At {utc(deadline)}{confirm} the monitor re-reads the run and deletes it if it is still over the"
+            " limit, still running and not protected."
+        )
+    if projection is None:
+        what = (
+            f"Run {ctx.name} ({safe_text(ctx.run_id)}) is over rule {rule} on {len(readings)} consecutive"
+            " fresh readings:"
+        )
+    else:
+        what = (
+            f"Run {ctx.name} ({safe_text(ctx.run_id)}) is projected to reach rule {rule} in about"
+            f" {format_duration(projection.time_to_limit or 0.0)}: it burns ${projection.rate_per_hour:,.2f}/h,"
+            f" steadily over {projection.landings} usage landings. The countdown starts now so that you get the"
+            " whole grace period; if the run slows down or stops first, it is called off. The latest reading:"
         )
     text = "\n".join(
         [
-            f"Run {ctx.name} ({safe_text(ctx.run_id)}) is over rule {safe_text(ctx.rule, limit=100)} on"
-            f" {len(readings)} consecutive fresh readings:",
+            what,
             _readings_text(readings),
             plan,
             *([note] if note else []),
@@ -223,4 +240,59 @@ def cap_notice(
         subject=refused.run_id,
         rule=refused.rule,
         fields=(("Deletes in the last hour", str(count)), ("Cap", str(limit))),
+    )
+
+
+def pending_reason(*, confirmations: int, projection: Projection | None, deadline: float, dry_run: bool) -> str:
+    """The action log's reason for a countdown: what started it and when the delete may land."""
+    verb = "would delete (dry run)" if dry_run else "delete"
+    if projection is None:
+        why = f"over the limit on {confirmations} consecutive fresh readings"
+    else:
+        why = (
+            f"projected to reach the limit in {format_duration(projection.time_to_limit or 0.0)} at"
+            f" ${projection.rate_per_hour:,.2f}/h ({projection.landings} usage landings)"
+        )
+    return (
+        f"{why}: {verb} at {utc(deadline)} at the earliest, once fresh readings confirm it,"
+        " unless it is back under the limit, finished or protected"
+    )
+
+
+def advanced_notice(
+    ctx: DeleteContext,
+    *,
+    readings: Sequence[Reading],
+    deadline: float,
+    was: float,
+    rate_per_hour: float,
+    overspend_cap: float,
+    now: float,
+) -> Notification:
+    """The countdown's deadline brought forward (once per episode, in its thread): the run crossed
+    burning faster than the announcement assumed."""
+    verb = "would delete" if ctx.dry_run else "deletes"
+    text = "\n".join(
+        [
+            f"Run {ctx.name} ({safe_text(ctx.run_id)}) crossed its limit burning ${rate_per_hour:,.2f}/h: waiting"
+            f" until {utc(was)} would spend more than {overspend_cap:.0%} of the limit past it"
+            " (enforce.grace_overspend_cap). The confirming readings:",
+            _readings_text(readings),
+            f"At {utc(deadline)} the monitor re-reads the run and {verb} it if it is still over the limit, still"
+            " running and not protected.",
+            f"To stop it: `prime-cost-monitor protect {safe_text(ctx.run_id)}`",
+        ]
+    )
+    return Notification(
+        kind="delete_pending",
+        dedup_key=f"delete_advanced:{ctx.run_id}:{ctx.rule}:p{ctx.episode}",
+        thread_key=ctx.thread_key,
+        severity="critical",
+        title=f"⏩ Deadline for run {ctx.name} brought forward to {utc(deadline)}",
+        text=text,
+        created_at=now,
+        subject=ctx.run_id,
+        rule=ctx.rule,
+        fields=tuple([*ctx.base_fields(), *_value_fields(readings), ("Deadline", utc(deadline))]),
+        link=ctx.link,
     )

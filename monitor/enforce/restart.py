@@ -37,6 +37,7 @@ def resume_pending(
         dry_run=record.dry_run,
         run_name=schedule.run_name,
         announced=readings,
+        anticipated=record.evidence.projection,
     )
     fresh = bool(readings) and now - readings[-1].taken_at <= stale_after
     # Stale evidence is not thrown away (the announcement quotes it) but cannot confirm: fresh readings must.

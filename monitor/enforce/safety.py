@@ -10,7 +10,7 @@ from collections.abc import Sequence
 from fnmatch import fnmatchcase
 
 from monitor.config.durations import format_duration
-from monitor.enforce.evidence import Reading
+from monitor.enforce.evidence import Projection, Reading
 from monitor.enforce.state import Track
 from monitor.exporter.live import RunHealth
 from monitor.rules.config import RunRule
@@ -120,16 +120,28 @@ def cap_window(store: StateStore, *, dry_run: bool, now: float) -> tuple[str, fl
 
 
 def not_deletable(
-    rule: RunRule, snapshot: RunSnapshot, *, now: float, burn_window: float, protection: str | None
+    rule: RunRule,
+    snapshot: RunSnapshot,
+    *,
+    now: float,
+    burn_window: float,
+    protection: str | None,
+    kill_projection: Projection | None = None,
 ) -> str | None:
-    """Why a fresh re-read says not to delete after all, or None."""
+    """Why a fresh re-read says not to delete after all, or None. With a kill-ahead projection, a run
+    under the limit may still go: if the re-read, at the projected pace, crosses before the next
+    reading could show it."""
     if snapshot.terminal:
         return f"the run is {snapshot.status} on the re-read: it finished or was stopped outside the monitor"
     evaluation = evaluate_run(rule, snapshot, [], now=now, burn_window=burn_window)
     if evaluation is None:
         return "the rule no longer selects the run"
     if not evaluation.breached:
-        return "the run is back under the limit on the re-read"
+        if kill_projection is None or evaluation.value is None:
+            return "the run is back under the limit on the re-read"
+        added = kill_projection.rate_per_hour / 3600.0 * (kill_projection.horizon or 0.0)
+        if evaluation.value + added < rule.limit:
+            return "the re-read no longer projects the crossing before the next reading"
     return None if protection is None else f"the run is protected: {protection}"
 
 

@@ -7,7 +7,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Literal
 
-from monitor.enforce.evidence import Reading, Schedule
+from monitor.enforce.evidence import Projection, Reading, Schedule
 from monitor.snapshots import RunSnapshot
 
 # What one reading did to a track's run of confirmations (see Track.count).
@@ -37,6 +37,12 @@ class PendingDelete:
     attempt: int = 0
     # The last "not yet" reason logged, so waiting is logged when it changes, not every tick.
     waiting: str | None = None
+    # The projection that started the countdown ahead of the crossing (None: started on readings over
+    # the limit): readings under the limit call it off only when the projection no longer holds.
+    anticipated: Projection | None = None
+    # The deadline was brought forward once (enforce.grace_overspend_cap on the confirmed pace): never
+    # again in this episode, so a wobbling pace cannot post a message per reading.
+    advanced: bool = False
 
     def schedule(self) -> Schedule:
         return Schedule(deadline=self.deadline, grace_period=self.grace_period, run_name=self.run_name)
@@ -61,6 +67,8 @@ class Track:
     pending: PendingDelete | None = None
     # The last reason a new episode was not started, logged once.
     skipped: str | None = None
+    # Kill-ahead: the projection of the newest reading, when it crosses before the next reading can.
+    kill_projection: Projection | None = None
 
     def seen_before(self, snapshot: RunSnapshot) -> bool:
         """The same reading handed over again (or an older one): it counts once."""

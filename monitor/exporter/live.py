@@ -73,15 +73,29 @@ class RunHealth:
     def last_poll_failed(self) -> bool:
         return self.consecutive_failures > 0
 
+    # The streak began at this monotonic time; other reads were seen during it (so its failures are
+    # this run's own, not a monitor-wide outage's).
+    failing_since_mono: float | None = None
+    others_seen_during_streak: bool = False
+
+    @property
+    def failing_on_its_own(self) -> bool:
+        """The failures are this run's: a kind that says so (404, 403, bad data, a bug), or a 401/5xx/timeout
+        streak during which other reads succeeded."""
+        return self.last_kind in SEEING_KINDS or self.last_kind == "internal_error" or self.others_seen_during_streak
+
     def succeeded(self) -> None:
         self.last_error = None
         self.last_kind = "ok"
-        self.failing_since = None
+        self.failing_since = self.failing_since_mono = None
+        self.others_seen_during_streak = False
         self.consecutive_failures = 0
 
-    def failed(self, *, kind: str, error: str, at: float) -> None:
+    def failed(self, *, kind: str, error: str, at: float, mono: float, last_seen_mono: float | None) -> None:
         if self.failing_since is None:
-            self.failing_since = at
+            self.failing_since, self.failing_since_mono = at, mono
+        elif last_seen_mono is not None and self.failing_since_mono is not None:
+            self.others_seen_during_streak |= last_seen_mono > self.failing_since_mono
         self.consecutive_failures += 1
         self.last_error = error
         self.last_kind = kind
@@ -226,7 +240,7 @@ class RuntimeState:
     def run_read_failed(self, run_id: str, *, kind: str, error: str, at: float, mono: float) -> RunHealth:
         """A read of a run gave nothing usable: an API error, bad data, a held decrease or a bug."""
         health = self.health.setdefault(run_id, RunHealth())
-        health.failed(kind=kind, error=error, at=at)
+        health.failed(kind=kind, error=error, at=at, mono=mono, last_seen_mono=self.last_seen_mono)
         self.changes.changed(run_id)
         self._read_failed("usage", kind=kind, error=error, at=at, mono=mono)
         return health
@@ -247,7 +261,7 @@ class RuntimeState:
         self._seen(mono)
 
     def wallet_read_failed(self, *, kind: str, error: str, at: float, mono: float) -> None:
-        self.wallet_health.failed(kind=kind, error=error, at=at)
+        self.wallet_health.failed(kind=kind, error=error, at=at, mono=mono, last_seen_mono=self.last_seen_mono)
         self._read_failed("wallet", kind=kind, error=error, at=at, mono=mono)
 
     def _read_failed(self, endpoint: str, *, kind: str, error: str, at: float, mono: float) -> None:

@@ -97,7 +97,7 @@ class SelfCollector(Collector):
         for outcome in ("applied", "rejected"):
             reloads.add_metric([outcome], float(runtime.reloads.get(outcome, 0)))
         spend = CounterMetricFamily(
-            "prime_wallet_spend_usd",
+            "prime_wallet_spent_usd",
             "Money the wallet lost since the monitor started (the sum of balance decreases; top-ups ignored).",
             labels=["wallet_id", "team_id"],
         )

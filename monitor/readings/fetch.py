@@ -63,12 +63,15 @@ def failure_kind(error: ApiError) -> str:
     return "invalid_request"
 
 
-async def fetch_run(client: PrimeClient, run_id: str, *, clock: Clock, team_id: str | None) -> RunRead:
+async def fetch_run(
+    client: PrimeClient, run_id: str, *, clock: Clock, team_id: str | None, urgent: bool = False
+) -> RunRead:
     """Read a run's usage. The reading's time is when the request was sent: its figures are at least
-    that fresh, and an answer slower than the poll interval cannot make them look fresher."""
+    that fresh, and an answer slower than the poll interval cannot make them look fresher. `urgent`:
+    the re-read before a delete, which must not queue behind a pass of polls."""
     taken_at, taken_mono = clock.now(), clock.monotonic()
     try:
-        usage = await client.get_run_usage(run_id)
+        usage = await client.get_run_usage(run_id, urgent=urgent)
     except ApiError as exc:
         return RunRead(kind=failure_kind(exc), error=str(exc), url=str(getattr(exc, "url", "") or ""))
     snapshot = RunSnapshot.from_response(usage, taken_at=taken_at, team_id=team_id, taken_mono=taken_mono)

@@ -5,6 +5,8 @@ from __future__ import annotations
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
+from monitor.rules.schedule import PollHint
+
 
 @dataclass
 class WatchList:
@@ -20,8 +22,10 @@ class WatchList:
     last_polled: dict[str, float] = field(default_factory=dict)
     # Readings taken of each run since it showed a terminal status.
     terminal_reads: dict[str, int] = field(default_factory=dict)
-    # Runs to poll at the fastest allowed interval (near a threshold, or a delete pending).
-    hot: set[str] = field(default_factory=set)
+    # When (monotonic) enforcement wants its next fresh reading of a run (Enforcer.read_by).
+    read_by: dict[str, float] = field(default_factory=dict)
+    # What each run's latest reading said about the next one (monitor.rules.schedule).
+    hints: dict[str, PollHint] = field(default_factory=dict)
 
     def active(self) -> list[str]:
         ordered = list(dict.fromkeys([*self.configured, *sorted(self.discovered)]))

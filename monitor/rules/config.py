@@ -136,6 +136,9 @@ class RunRule(_RuleBase):
     # For projected_cost_usd: how far ahead to project at the current burn rate.
     horizon: PositiveDuration = 3600.0
     action: Literal["alert", "delete"] = "alert"
+    # Delete when a steady burn will cross the limit before the next reading can show it (the billing
+    # lag plus one poll): the run may stop slightly under its limit. Needs action delete.
+    kill_ahead: bool = False
 
     @model_validator(mode="after")
     def _direction(self) -> RunRule:
@@ -145,6 +148,8 @@ class RunRule(_RuleBase):
         refusal = delete_refusal(self.metric) if self.action == "delete" else None
         if refusal is not None:
             raise ValueError(refusal)
+        if self.kill_ahead and self.action != "delete":
+            raise ValueError("kill_ahead needs action delete (it decides when to delete, ahead of the limit)")
         return self
 
     @property

@@ -10,12 +10,14 @@ NaN or infinite data) evaluates to tier 0 with `clear` False, so it neither open
 from __future__ import annotations
 
 import math
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
+from dataclasses import replace
 from itertools import pairwise
 
 from monitor.records import Evaluation
 from monitor.rules.catalog import CATALOG
 from monitor.rules.config import RunRule, WalletRule
+from monitor.rules.trend import UNKNOWN, Trend, step_trend
 from monitor.snapshots import RunSnapshot, WalletSnapshot
 
 _HOUR = 3600.0
@@ -29,40 +31,18 @@ def _finite(value: float | None) -> bool:
 
 
 def _step_slope_per_second(points: Sequence[tuple[float, float]]) -> float | None:
-    """Slope of a cumulative total from (taken_at, value) readings, oldest first.
+    """Slope of a cumulative total from (taken_at, value) readings, oldest first, per second.
 
     Usage lands in steps (the meter writes a record every N seconds), while polls sample at their
     own pace, so a reading's total is flat between landings. A least-squares fit through such a
     staircase is biased by where the polls happen to fall relative to the steps, and the endpoints
     of the window sit at arbitrary points inside a step. The step edges are not: the first reading
     that shows a new total is (to within one poll) when a landing happened. So the slope is taken
-    between the first and last edges in the window: the money added by the landings after the first
-    edge, over the time they took. With fewer than two edges (a slow meter or a quiet run) the plain
-    endpoint slope is the best there is. When the next landing is overdue (the run paused or the
-    meter stopped), the span is stretched to the last reading minus one typical gap, so the rate
-    decays instead of holding its old value until the window slides past.
+    between the first and last edges in the window (monitor.rules.trend.step_trend, the one place
+    this is computed).
     """
-    if len(points) < 2:
-        return None
-    if any(not (math.isfinite(t) and math.isfinite(v)) for t, v in points):
-        return None
-    first_t, first_v = points[0]
-    last_t, last_v = points[-1]
-    span = last_t - first_t
-    if span <= 0:
-        return None
-    if any(later[1] < earlier[1] for earlier, later in pairwise(points)):
-        # A cumulative total never goes down: this is bad data (a reset, a different run), not a refund.
-        return None
-    edges = [later for earlier, later in pairwise(points) if later[1] != earlier[1]]
-    if len(edges) >= 2:
-        (edge_first_t, edge_first_v), (edge_last_t, edge_last_v) = edges[0], edges[-1]
-        edge_span = edge_last_t - edge_first_t
-        if edge_span > 0:
-            typical_gap = edge_span / (len(edges) - 1)
-            stretched = last_t - edge_first_t - typical_gap
-            return (edge_last_v - edge_first_v) / max(edge_span, stretched)
-    return (last_v - first_v) / span
+    trend = step_trend([t for t, _ in points], [v for _, v in points])
+    return None if trend.rate_per_hour is None else trend.rate_per_hour / _HOUR
 
 
 def _window_points(
@@ -241,16 +221,34 @@ def _run_history(snapshot: RunSnapshot, history: Sequence[RunSnapshot]) -> list[
 
 
 def evaluate_run(
-    rule: RunRule, snapshot: RunSnapshot, history: Sequence[RunSnapshot], *, now: float, burn_window: float
+    rule: RunRule,
+    snapshot: RunSnapshot,
+    history: Sequence[RunSnapshot],
+    *,
+    now: float,
+    burn_window: float,
+    trends: Mapping[str, Trend] | None = None,
 ) -> Evaluation | None:
-    """Apply a run rule to the latest reading of a run; None when the rule does not select the run."""
+    """Apply a run rule to the latest reading of a run; None when the rule does not select the run.
+
+    `trends`: each total's trend, computed once per reading by the caller (monitor.rules.trend);
+    without it the rates are computed from `history`."""
     selected = rule.match.matches(
         run_id=snapshot.run_id, run_name=snapshot.run_name, base_model=snapshot.base_model, team=snapshot.team_id
     )
     if not selected:
         return None
-    readings = _run_history(snapshot, history)
-    burn = burn_rate_usd_per_hour(readings, now=now, window=burn_window)
+    readings = _run_history(snapshot, history) if trends is None else [snapshot]
+
+    def trend_of(metric: str) -> Trend:
+        if trends is not None:
+            return trends.get(metric, UNKNOWN)
+        rate = _metric_rate_per_hour(readings, metric, now=now, window=burn_window)
+        return Trend(rate_per_hour=rate)
+
+    cost_trend = trend_of("total_cost_usd")
+    burn = cost_trend.rate_per_hour
+    metric_trend = cost_trend
     total_cost = snapshot.total_cost_usd
     total = total_cost if math.isfinite(total_cost) and total_cost >= 0 else None
     value: float | None
@@ -261,9 +259,8 @@ def evaluate_run(
         value = spec.read(snapshot)
         # A cumulative total below zero is bad data: unknown, so it cannot resolve an open alert either.
         value = value if value >= 0 else math.nan
-        rate = (
-            burn if metric == "total_cost_usd" else _metric_rate_per_hour(readings, metric, now=now, window=burn_window)
-        )
+        metric_trend = cost_trend if metric == "total_cost_usd" else trend_of(metric)
+        rate = metric_trend.rate_per_hour
         time_to_limit = time_to_limit_seconds(value, rule.limit, rate) if math.isfinite(value) else None
     elif metric == "burn_rate_usd_per_hour":
         value = burn
@@ -281,7 +278,7 @@ def evaluate_run(
         else:
             value = math.inf if burn == 0 else (budget - total) / burn * _HOUR
         time_to_limit = value if _finite(value) else None
-    return _evaluation(
+    evaluation = _evaluation(
         rule,
         value,
         subject=snapshot.run_id,
@@ -290,6 +287,7 @@ def evaluate_run(
         burn_rate=burn,
         time_to_limit=time_to_limit,
     )
+    return replace(evaluation, trend=metric_trend)
 
 
 def evaluate_wallet(

@@ -156,6 +156,9 @@ def daemon_factory(tmp_path: Path) -> Iterator[DaemonFactory]:
             config["notify"]["slack"] = {"token": slack.token, "channel": "#budgets", "base_url": slack.base_url}
         for section, values in sections.items():
             config[section] = {**config.get(section, {}), **values}
+        # Every run read at least every `interval` unless a test says otherwise: most tests here are
+        # about what the monitor does with readings, not how it spaces them.
+        config["poll"].setdefault("max_interval", config["poll"]["interval"])
         config_path = workdir / "config.yml"
         config_path.write_text(yaml.safe_dump(config), encoding="utf-8")
         env = {k: v for k, v in os.environ.items() if not k.startswith(("PRIME_", "SLACK_"))}
