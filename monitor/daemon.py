@@ -67,7 +67,7 @@ class Daemon:
         self.server: MonitorHttpServer | None = None
         if serve_http and settings.server.enabled:
             self.server = MonitorHttpServer(
-                registry=build_registry(self.parts.runtime, clock=clock, ready=lambda: not self.health.readiness()[0]),
+                registry=build_registry(self.parts.runtime, clock=clock, ready=lambda: self.health.ready()),
                 health=self.health,
                 host=settings.server.host,
                 port=settings.server.port,

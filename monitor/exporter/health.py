@@ -220,11 +220,18 @@ class MonitorHealth:
     def readiness(self) -> tuple[list[str], list[str]]:
         """(problems, warnings): ready when there are no problems; warnings name runs failing on their own."""
         active = self._active_runs()
-        problems = readiness_problems(
+        return self._problems(has_runs=bool(active)), run_warnings(self._runtime, active=active)
+
+    def ready(self) -> bool:
+        """Readiness alone, for the gauge rendered on every scrape: without walking every run for the
+        warnings (at 10,000 runs that was 4% of the loop under a scrape burst)."""
+        return not self._problems(has_runs=bool(self._active_runs()))
+
+    def _problems(self, *, has_runs: bool) -> list[str]:
+        return readiness_problems(
             self._settings(),
             self._runtime,
             now=self._clock.now(),
             now_mono=self._clock.monotonic(),
-            has_runs=bool(active),
+            has_runs=has_runs,
         )
-        return problems, run_warnings(self._runtime, active=active)
