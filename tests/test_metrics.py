@@ -355,3 +355,11 @@ def test_default_registry_includes_process_metrics() -> None:
     if Path("/proc/self/stat").exists():
         assert "process_resident_memory_bytes" in text
     assert "prime_monitor_build_info" in text
+
+
+def test_every_family_in_the_golden_file_is_documented_in_the_readme() -> None:
+    """A user reads the README's table to build a query: no family may be missing from it."""
+    readme = (Path(__file__).parent.parent / "README.md").read_text(encoding="utf-8")
+    families = {line.split()[2] for line in GOLDEN.read_text().splitlines() if line.startswith("# TYPE ")}
+    missing = sorted(f for f in families if f"`{f}" not in readme and f"`{f.removesuffix('_total')}" not in readme)
+    assert not missing, f"families missing from README 'Metrics and endpoints': {missing}"
