@@ -32,11 +32,12 @@ from monitor.api.errors import (
 )
 from monitor.clock import Clock
 from monitor.config.settings import Settings
+from monitor.enforce.countdown import Countdowns
 from monitor.enforce.delete_call import DeleteCall, Unauthorized
-from monitor.enforce.evidence import Evidence, Projection, Reading, Schedule
+from monitor.enforce.evidence import Evidence, Projection, Reading
 from monitor.enforce.journal import Journal, NotificationPublisher
-from monitor.enforce.messages import advanced_notice, cap_notice, pending_reason, stopped_notice, utc
-from monitor.enforce.projection import advanced_deadline, anticipation, calls_off, kill_ahead, shortened_grace
+from monitor.enforce.messages import cap_notice, stopped_notice
+from monitor.enforce.projection import anticipation, calls_off, kill_ahead
 from monitor.enforce.restart import resume_intent, resume_pending
 from monitor.enforce.safety import (
     HOUR,
@@ -92,6 +93,9 @@ class Enforcer:
             dashboard_url=lambda run_id: self._settings.api.dashboard_url.format(run_id=run_id),
         )
         self._conclude = self.journal.conclude
+        self._countdowns = Countdowns(
+            journal=self.journal, clock=clock, settings=lambda: self._settings, cap_count=self._cap_count
+        )
         self._delete_call = DeleteCall(journal=self.journal, clock=clock)
         self._tracks: dict[tuple[str, str], Track] = {}
         # Set by a 401: no delete until the config is reloaded or the daemon restarted.
@@ -321,85 +325,17 @@ class Enforcer:
                 track.skipped = blocked
             return False
         track.skipped = None
-        readings = list(track.confirmations) if readings is None else readings
-        grace, cut = shortened_grace(
-            enforce.grace_period,
-            limit=readings[-1].limit if readings else None,
-            rate_per_hour=projection.rate_per_hour if projection is not None else rate,
-            time_to_limit=(projection.time_to_limit or 0.0) if projection is not None else 0.0,
-            overspend_cap=enforce.grace_overspend_cap,
-        )
-        schedule = Schedule(deadline=now + grace, grace_period=grace, run_name=track.run_name)
-        episode = self.journal.record(
+        self._countdowns.announce(
             track,
-            "delete_pending",
-            reason=pending_reason(
-                confirmations=len(readings), projection=projection, deadline=schedule.deadline, dry_run=enforce.dry_run
-            ),
-            evidence=Evidence.of(readings, schedule=schedule, projection=projection),
-            intent_id=None,
-            dry_run=enforce.dry_run,
+            readings=list(track.confirmations) if readings is None else readings,
+            projection=projection,
+            rate=rate,
         )
-        track.pending = PendingDelete(
-            episode=episode,
-            deadline=schedule.deadline,
-            deadline_mono=self.clock.monotonic() + grace,
-            grace_period=schedule.grace_period,
-            dry_run=enforce.dry_run,
-            run_name=track.run_name,
-            announced=readings,
-            anticipated=projection,
-        )
-        count = self._cap_count(now)
-        note = cut
-        if count >= enforce.max_deletes_per_hour:
-            note = (note + "\n" if note else "") + (
-                f"The hourly delete cap is reached right now ({count} of {enforce.max_deletes_per_hour}):"
-                " unless it frees up by the deadline, this delete will be refused."
-            )
-        self.journal.publish(self.journal.pending_notice(track, now=now, note=note))
         return True
 
     def _advance(self, track: Track, *, rate: float | None) -> None:
-        """Bring a countdown's deadline forward, once, when the confirmed pace would spend more than
-        enforce.grace_overspend_cap of the limit past it by then (it was announced on an early, lower
-        estimate). Announced in the thread and logged with the readings; after a restart the announced
-        deadline applies again, the later one, which errs on the side of the run."""
-        pending = track.pending
-        assert pending is not None
-        reading = track.confirmations[-1]
-        cap = self._settings.enforce.grace_overspend_cap
-        if pending.advanced or pending.intent_id is not None or reading.value is None or cap is None:
-            return
-        seconds = advanced_deadline(value=reading.value, limit=reading.limit, rate_per_hour=rate, overspend_cap=cap)
-        mono = self.clock.monotonic()
-        if seconds is None or mono + seconds >= pending.deadline_mono - self._settings.poll.min_interval:
-            return
-        assert rate is not None
-        was, now = pending.deadline, self.clock.now()
-        pending.deadline, pending.deadline_mono, pending.advanced = now + seconds, mono + seconds, True
-        log.warning(
-            "enforce_deadline_advanced",
-            run_id=track.run_id,
-            rule=track.rule,
-            deadline=utc(pending.deadline),
-            was=utc(was),
-            rate_per_hour=round(rate, 2),
-            evidence=[r.to_json() for r in track.confirmations],
-        )
-        ctx = self.journal.context(track, pending)
-        self.journal.publish(
-            advanced_notice(
-                ctx,
-                readings=list(track.confirmations),
-                deadline=pending.deadline,
-                was=was,
-                rate_per_hour=rate,
-                overspend_cap=cap,
-                now=now,
-            )
-        )
-        self._show_state()
+        if self._countdowns.advance(track, rate=rate):
+            self._show_state()
 
     # -- the executor ------------------------------------------------------------------------------
 
