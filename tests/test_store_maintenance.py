@@ -12,11 +12,22 @@ from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
+import pytest
 import structlog
 
+from monitor.snapshots import RunSnapshot
 from monitor.store.maintenance import NOTIFICATIONS_PER_STEP, ROWS_PER_STEP, STARTUP_DELAY_SECONDS
 from monitor.store.retention import KEEP_NEWEST_READINGS
-from monitor.store.schema import MIGRATIONS, encode_run_reading, encode_run_snapshot, migrate
+from monitor.store.schema import (
+    MIGRATIONS,
+    READING_LAYOUT,
+    READING_LAYOUTS,
+    StoreError,
+    decode_run_snapshot,
+    encode_run_reading,
+    encode_run_snapshot,
+    migrate,
+)
 from monitor.store.state_store import StateStore
 from tests.support.rig import MonitorRig
 from tests.support.simulator import running_simulator
@@ -39,14 +50,14 @@ def pragma(path: Path, name: str) -> int:
 def test_pruning_gives_the_space_back_and_the_wal_is_truncated(tmp_path: Path) -> None:
     path = tmp_path / "state.db"
     with StateStore(path, exclusive=True) as store:  # no retention yet: today's row cap only
-        fill(store, runs=40, readings=200)
+        fill(store, runs=40, readings=300)
         store.maintain(POLICY, now=T0, force=True)  # nothing old yet: a checkpoint empties the WAL
         full = store.file_stats()
-        assert full.wal_bytes == 0 and full.file_bytes > 3_000_000
-        maintain(store, now=T0 + 30 * 200 + 3600)
+        assert full.wal_bytes == 0 and full.file_bytes > 3_000_000  # 12,000 readings
+        maintain(store, now=T0 + 30 * 300 + 3600)
         small = store.file_stats()
     assert pragma(path, "auto_vacuum") == 2  # incremental, from creation
-    assert small.file_bytes < full.file_bytes / 4  # 5 of 200 readings a run left, plus under 1 MB free
+    assert small.file_bytes < full.file_bytes / 4  # 5 of 300 readings a run left, plus under 1 MB free
     assert small.free_pages < 256 and small.wal_bytes == 0
     with StateStore(path) as reopened:
         assert len(reopened.run_history("run-000")) == 5
@@ -150,9 +161,15 @@ def test_the_checkpoint_never_waits_for_a_reader(tmp_path: Path) -> None:
         reader.close()
 
 
-def test_a_reading_is_stored_as_it_always_was() -> None:
+def test_a_reading_is_stored_compactly_read_back_exactly_and_old_rows_still_read() -> None:
     snapshot = run_snapshot()
-    assert encode_run_reading(snapshot) == encode_run_snapshot(snapshot.to_dict())
+    stored = set(RunSnapshot.__dataclass_fields__) - {"run_id", "taken_at", "taken_mono"}
+    assert set(READING_LAYOUTS[READING_LAYOUT]) == stored, "a new RunSnapshot field needs a new layout"
+    compact, old = encode_run_reading(snapshot), encode_run_snapshot(snapshot.to_dict())
+    assert len(compact) < len(old) / 1.5
+    assert decode_run_snapshot("run-a", T0, compact) == snapshot == decode_run_snapshot("run-a", T0, old)
+    with pytest.raises(StoreError, match="damaged row"):
+        decode_run_snapshot("run-a", T0, compact.replace("[1,", "[1,0,", 1))
 
 
 # -- the daemon -----------------------------------------------------------------------------------------
