@@ -223,8 +223,10 @@ class StateSettings(_Section):
     # ones are pruned, the newest few always stay.
     history_margin: Annotated[Duration, within(low=0.0, high=DAY)] = 120.0
     # Delivered or superseded notifications older than this are pruned, except those whose dedup key
-    # could still be published again (an alert episode or a delete episode still open).
-    notification_retention: Annotated[Duration, within(low=HOUR, high=YEAR)] = WEEK
+    # could still be published again (an alert episode or a delete episode still open), which stay
+    # however old. The messages themselves are in Slack; each day kept costs about as much as the
+    # readings when reminders go out hourly (bench/store_size.py).
+    notification_retention: Annotated[Duration, within(low=HOUR, high=YEAR)] = 2 * DAY
     # The action log (the audit of deletes) is pruned after this; never a record of a run with a
     # delete still pending, nor the latest record of each run x rule while the run is watched.
     action_retention: Annotated[Duration, within(low=DAY, high=YEAR)] = 90 * DAY
