@@ -23,7 +23,7 @@ from monitor.enforce.messages import DeleteContext, pending_notice, result_notic
 from monitor.records import AlertState, Notification
 from monitor.rules.config import RunRule
 from monitor.rules.evaluate import evaluate_run
-from monitor.store.retention import KEEP_NEWEST_READINGS, RetentionPolicy
+from monitor.store.retention import KEEP_NEWEST_READINGS, PRUNE_PER_SAVE, RetentionPolicy
 from monitor.store.state_store import KnownRun, StateStore
 from tests.test_store import T0, action, count_rows, notification, run_snapshot, wallet_snapshot
 
@@ -124,6 +124,17 @@ def test_readings_are_kept_for_the_window_and_the_newest_few_stay_after_polling_
     assert maintain(store, now=last + 3600)["run_history"] == 21 - KEEP_NEWEST_READINGS
     assert [s.taken_at for s in store.run_history("run-a")] == [T0 + 30 * i for i in range(115, 120)]
     assert store.latest_run_snapshots()["run-a"].taken_at == last
+
+
+def test_a_save_prunes_a_few_rows_at_most_and_leaves_a_backlog_to_maintenance(db_path: Path) -> None:
+    with StateStore(db_path) as before_the_bound:  # a file from before retention: 300 readings a run
+        for i in range(300):
+            before_the_bound.save_run_snapshot(run_snapshot(taken_at=T0 + 30 * i))
+    with StateStore(db_path, retention=POLICY) as store:
+        store.save_run_snapshot(run_snapshot(taken_at=T0 + 30 * 300))
+        assert count_rows(db_path, "run_history") == 301 - PRUNE_PER_SAVE  # the poll stays cheap
+        maintain(store, now=T0 + 30 * 300)
+        assert count_rows(db_path, "run_history") == 21
 
 
 def test_history_per_run_stays_a_hard_cap_under_the_time_bound(db_path: Path) -> None:

@@ -15,7 +15,7 @@ from monitor.store.recurrence import RecurrenceCheck, candidate_of
 
 
 def prune_run_readings(
-    conn: sqlite3.Connection, run_id: str, *, before: float, newest_seq: int, keep_newest: int, limit: int = -1
+    conn: sqlite3.Connection, run_id: str, *, before: float, newest_seq: int, keep_newest: int, limit: int
 ) -> int:
     """Delete one run's readings taken before `before`, never its `keep_newest` newest; returns how many.
     An index range on (run_id, taken_at): nothing to delete costs one seek."""

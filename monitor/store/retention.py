@@ -26,6 +26,10 @@ from monitor.config.settings import Settings
 KEEP_NEWEST_READINGS = 5
 # The wallet keeps its newest balances the same way.
 KEEP_NEWEST_BALANCES = 5
+# A save prunes at most this many old rows: about one goes per new one once the bound holds, and a
+# backlog (a file from before the bound, a burn window made shorter) is maintenance's, in bounded steps,
+# never a poll's.
+PRUNE_PER_SAVE = 16
 # Discovery reads at most watch.wallet_rows of the newest billing rows: once this many times that
 # many runs finished after a retired run, its row is out of discovery's reach, and its tombstone goes.
 TOMBSTONE_WALLET_ROWS_FACTOR = 2

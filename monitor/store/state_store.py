@@ -27,7 +27,7 @@ from monitor.store.lock import LockHolder, StateLockedError
 from monitor.store.maintenance import STEP_BUDGET_SECONDS, Maintainer, MaintenanceReport
 from monitor.store.outbox import OutboxTable
 from monitor.store.prune import prune_run_readings, prune_wallet_history, retire_run
-from monitor.store.retention import KEEP_NEWEST_BALANCES, KEEP_NEWEST_READINGS, RetentionPolicy
+from monitor.store.retention import KEEP_NEWEST_BALANCES, KEEP_NEWEST_READINGS, PRUNE_PER_SAVE, RetentionPolicy
 from monitor.store.schema import (
     ACTION_COLUMNS,
     ALERT_COLUMNS,
@@ -132,6 +132,7 @@ class StateStore(StoreConnection):
                     before=newest - self._retention.history_seconds,
                     newest_seq=seq,
                     keep_newest=KEEP_NEWEST_READINGS,
+                    limit=PRUNE_PER_SAVE,
                 )
             # A reading that arrives late (older than the latest) joins the history but stays out of "latest".
             if row is None or snapshot.taken_at >= row[1]:
@@ -225,7 +226,7 @@ class StateStore(StoreConnection):
                     conn,
                     before=snapshot.taken_at - self._retention.wallet_history_seconds,
                     keep_newest=KEEP_NEWEST_BALANCES,
-                    limit=-1,
+                    limit=PRUNE_PER_SAVE,
                 )
             conn.execute(
                 "INSERT INTO wallet_latest (slot, wallet_id, taken_at, data) VALUES (1, ?, ?, ?)"
