@@ -9,7 +9,7 @@ on a manual clock. Prints figures; asserts nothing.
 
 What is simulated, per run: a reading every poll.interval (30 s), every poll.min_interval (5 s) once it
 is at 80 % of its cap (the daemon's adaptive polling); the default rules of a team (run-cap: $100, warn at
-50 % and 80 %, renotify 1 h; hard-cap: $200, action delete) evaluated with the real rule and alert code,
+50 % and 80 %, renotify 1 h; hard-cap: $180, action delete) evaluated with the real rule and alert code,
 their notifications queued in the outbox and delivered 2 s later, delete episodes written to the action
 log (pending, intent, deleted, with their messages); runs live 6 to 36 h and a new one starts when one
 ends (finished runs are read twice more, then retired after watch.retention, 24 h); the wallet read every
@@ -61,7 +61,7 @@ CHANNEL = "slack"
 SETTINGS = Settings(
     rules=[
         {"name": "run-cap", "scope": "run", "metric": "total_cost_usd", "threshold": 100, "warn_at": [0.5, 0.8]},
-        {"name": "hard-cap", "scope": "run", "metric": "total_cost_usd", "threshold": 200, "action": "delete"},
+        {"name": "hard-cap", "scope": "run", "metric": "total_cost_usd", "threshold": 180, "action": "delete"},
     ]
 )
 
@@ -163,7 +163,7 @@ class Day:
             run_id=f"rft-{self.serial:06d}",
             started=started,
             ends=started + life,
-            # $0.5 to $6 an hour: over a life, run-cap ($100) is reached by some runs, hard-cap ($200) by few.
+            # $0.5 to $6 an hour: over a life, run-cap ($100) is reached by some runs, hard-cap ($180) by few.
             usd_per_second=self.rng.uniform(0.5, 6) / HOUR,
             next_poll=self.now + self.rng.uniform(0, SETTINGS.poll.interval),
         )
@@ -376,6 +376,19 @@ def sample_line(day: Day, at: float) -> str:
     )
 
 
+def per_row(path: Path, table: str, table_size: int, *, payload: str) -> float:
+    """Bytes a row takes: measured over the table when it has enough rows for its pages to be full,
+    else its payload plus an estimate of the row's and its indexes' overhead."""
+    count = rows(path, table)
+    if count >= 200:
+        return table_size / count
+    conn = sqlite3.connect(f"file:{path}?mode=ro", uri=True)
+    try:
+        return float(conn.execute(f"SELECT COALESCE(AVG({payload}), 0) FROM {table}").fetchone()[0])
+    finally:
+        conn.close()
+
+
 def reading_bytes(path: Path) -> float:
     """Bytes per stored reading, its two indexes included."""
     return table_bytes(path).get("run_history", 0) / max(rows(path, "run_history"), 1)
@@ -490,12 +503,18 @@ def steady_state(day: Day) -> str:
     worth of notifications and actions at this day's rates, plus the tombstones' bound."""
     sizes = table_bytes(day.path)
     days = max((day.now - T0) / 86400, 1e-9)
-    notif_rows = max(rows(day.path, "notifications"), 1)
-    notif_each = (sizes.get("notifications", 0) + sizes.get("outbox", 0) + sizes.get("thread_refs", 0)) / notif_rows
-    action_each = sizes.get("actions", 0) / max(rows(day.path, "actions"), 1)
+    notif_each = per_row(
+        day.path,
+        "notifications",
+        sizes.get("notifications", 0) + sizes.get("outbox", 0) + sizes.get("thread_refs", 0),
+        payload="length(data) + 2 * length(dedup_key) + 2 * length(thread_key) + 150",
+    )
+    action_each = per_row(
+        day.path, "actions", sizes.get("actions", 0), payload="length(evidence) + length(reason) + 120"
+    )
     readings = sizes.get("run_history", 0) + sizes.get("run_latest", 0) + sizes.get("alerts", 0)
     notifications = day.count.notifications / days * day.policy.notification_seconds / 86400 * notif_each
-    actions = day.count.actions / days * day.policy.action_seconds / 86400 * (action_each or 700)
+    actions = day.count.actions / days * day.policy.action_seconds / 86400 * action_each
     tombstones = day.policy.tombstones_kept * 120  # a known_runs row with its indexes, about
     total = readings + notifications + actions + tombstones
     return (
