@@ -16,6 +16,7 @@ import pytest
 import structlog
 
 from monitor.snapshots import RunSnapshot
+from monitor.store import maintenance
 from monitor.store.maintenance import NOTIFICATIONS_PER_STEP, ROWS_PER_STEP, STARTUP_DELAY_SECONDS
 from monitor.store.retention import KEEP_NEWEST_READINGS
 from monitor.store.schema import (
@@ -63,18 +64,26 @@ def test_pruning_gives_the_space_back_and_the_wal_is_truncated(tmp_path: Path) -
         assert len(reopened.run_history("run-000")) == 5
 
 
+def version_2_file(path: Path) -> None:
+    """A state file as version 2 made it: no auto_vacuum."""
+    conn = sqlite3.connect(path, isolation_level=None)
+    conn.execute("PRAGMA journal_mode = WAL")
+    migrate(conn, path=str(path), migrations=MIGRATIONS[:2])
+    conn.close()
+    path.chmod(0o600)
+
+
 def test_a_file_from_before_retention_is_converted_once_by_the_daemon_and_keeps_its_data(tmp_path: Path) -> None:
     path = tmp_path / "old.db"
-    with sqlite3.connect(path, isolation_level=None) as conn:  # what version 2 created: no auto_vacuum
-        conn.execute("PRAGMA journal_mode = WAL")
-        migrate(conn, path=str(path), migrations=MIGRATIONS[:2])
-        # A run forgotten by the old code: its alert's dedup key was all that stopped a second alert.
-        conn.execute(
-            "INSERT INTO notifications (dedup_key, created_at, data, kind, thread_key) VALUES"
-            " ('alert:run-gone:run-cap:e0:t1', ?, '{\"subject\": \"run-gone\"}', 'alert', 'run-gone:run-cap:e0')",
-            (T0,),
-        )
-    path.chmod(0o600)
+    version_2_file(path)
+    conn = sqlite3.connect(path, isolation_level=None)
+    # A run forgotten by the old code: its alert's dedup key was all that stopped a second alert.
+    conn.execute(
+        "INSERT INTO notifications (dedup_key, created_at, data, kind, thread_key) VALUES"
+        " ('alert:run-gone:run-cap:e0:t1', ?, '{\"subject\": \"run-gone\"}', 'alert', 'run-gone:run-cap:e0')",
+        (T0,),
+    )
+    conn.close()
     with StateStore(path) as cli:  # `status` beside the daemon: migrates, never rewrites the file
         assert cli.schema_version == 3
         cli.save_run_snapshot(run_snapshot())
@@ -89,6 +98,27 @@ def test_a_file_from_before_retention_is_converted_once_by_the_daemon_and_keeps_
     with structlog.testing.capture_logs() as again, StateStore(path, exclusive=True):
         pass
     assert not [e for e in again if e["event"] == "state_store_converted"]
+
+
+def test_a_big_old_file_is_converted_only_once_pruning_made_it_small(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(maintenance, "CONVERT_AT_OPEN_MAX_BYTES", 500_000)
+    path = tmp_path / "old.db"
+    version_2_file(path)
+    with StateStore(path) as old_daemon:
+        fill(old_daemon, runs=10, readings=300)  # ~1 MB of readings
+    with structlog.testing.capture_logs() as events, StateStore(path, exclusive=True) as daemon:
+        maintain(daemon, now=T0 + 30 * 300 + 3600)  # prunes; the free pages are reused, not returned
+    assert [e["event"] for e in events if e["event"].startswith("state_store_conv")] == [
+        "state_store_conversion_deferred"
+    ]
+    assert pragma(path, "auto_vacuum") == 0
+    big = path.stat().st_size
+    with structlog.testing.capture_logs() as later, StateStore(path, exclusive=True) as restarted:
+        assert len(restarted.run_history("run-009")) == 5
+    assert [e["event"] for e in later if e["event"].startswith("state_store_conv")] == ["state_store_converted"]
+    assert pragma(path, "auto_vacuum") == 2 and path.stat().st_size < big / 3
 
 
 def test_a_cycle_starts_a_minute_after_the_first_call_then_every_interval(tmp_path: Path) -> None:
