@@ -41,9 +41,12 @@ STARTUP_DELAY_SECONDS = 60.0
 ROWS_PER_STEP = 500
 RUNS_PER_STEP = 500
 NOTIFICATIONS_PER_STEP = 200
-PAGES_PER_STEP = 1024
+PAGES_PER_STEP = 512
 # Below this many free pages the file is left as it is: the next inserts reuse them anyway.
 VACUUM_MIN_FREE_PAGES = 256
+# SQLite's own checkpoints keep the WAL near 1,000 pages (4 MB); it grows past that only while a reader
+# (the CLI) holds an old snapshot, or after a burst. Past this, maintenance truncates it.
+WAL_TRUNCATE_BYTES = 8 * 1024 * 1024
 # The one-time VACUUM of a file from before auto_vacuum runs at open only below this much live data
 # (~6 s at 40 MB/s); a bigger file waits for pruning and a later start (convert_to_incremental_vacuum).
 CONVERT_AT_OPEN_MAX_BYTES = 256 * 1024 * 1024
@@ -89,6 +92,7 @@ class _Cycle:
     """Where a cycle is: its phase and that phase's cursor."""
 
     phase: int = 0
+    pages_freed: int = 0
     runs: RunCursor | None = field(default_factory=RunCursor)
     after: tuple[float, int] = (float("-inf"), 0)
     totals: MaintenanceReport | None = None
@@ -101,10 +105,12 @@ class Maintainer:
         read: Callable[[], AbstractContextManager[sqlite3.Connection]],
         write: Callable[[], AbstractContextManager[sqlite3.Connection]],
         busy_timeout_ms: int,
+        wal_path: str | None,
     ) -> None:
         self._read = read
         self._write = write
         self._busy_timeout_ms = busy_timeout_ms
+        self._wal_path = wal_path
         self._next_cycle_at: float | None = None
         self._cycle: _Cycle | None = None
         self._last_error: str | None = None
@@ -165,9 +171,10 @@ class Maintainer:
         if name == "vacuum":
             freed, left = self._vacuum_step()
             report.pages_freed += freed
+            cycle.pages_freed += freed
             return freed == 0 or left < VACUUM_MIN_FREE_PAGES
         if name == "checkpoint":
-            self._checkpoint()
+            self._checkpoint(shrink=cycle.pages_freed > 0)
             return True
         with self._write() as conn:
             return self._prune_step(conn, name, cycle, policy, now=now, report=report)
@@ -270,13 +277,18 @@ class Maintainer:
             left = int(conn.execute("PRAGMA freelist_count").fetchone()[0])
         return free - left, left
 
-    def _checkpoint(self) -> None:
-        """Copy the WAL into the file and truncate it, unless a reader (the CLI) is in the way: never
-        wait for one (busy_timeout 0 for this call); the next cycle tries again."""
+    def _checkpoint(self, *, shrink: bool) -> None:
+        """Pages given back reach the file system when the WAL is copied into the file: `shrink` does
+        that now (PASSIVE: it never waits). A WAL past WAL_TRUNCATE_BYTES is also truncated, unless a
+        reader (the CLI) is in the way: never wait for one (busy_timeout 0); the next cycle tries again."""
+        truncate = self._wal_path is not None and _file_bytes(self._wal_path) > WAL_TRUNCATE_BYTES
+        if not (shrink or truncate):
+            return
+        mode = "TRUNCATE" if truncate else "PASSIVE"
         with self._read() as conn, _busy_timeout(conn, 0, restore=self._busy_timeout_ms):
-            busy, _log_pages, _done = conn.execute("PRAGMA wal_checkpoint(TRUNCATE)").fetchone()
+            busy, _log_pages, _done = conn.execute(f"PRAGMA wal_checkpoint({mode})").fetchone()
             if busy:
-                log.debug("state_store_checkpoint_busy")
+                log.debug("state_store_checkpoint_busy", mode=mode)
 
     # -- bookkeeping ------------------------------------------------------------------------------
 

@@ -22,7 +22,7 @@ import structlog
 from monitor.records import ActionRecord, AlertState, Protection
 from monitor.snapshots import RunSnapshot, WalletSnapshot
 from monitor.store.connection import StoreConnection, StoreFileStats
-from monitor.store.file import StateFileRefusedError
+from monitor.store.file import MEMORY, StateFileRefusedError
 from monitor.store.lock import LockHolder, StateLockedError
 from monitor.store.maintenance import STEP_BUDGET_SECONDS, Maintainer, MaintenanceReport
 from monitor.store.outbox import OutboxTable
@@ -102,7 +102,12 @@ class StateStore(StoreConnection):
         super().__init__(path, busy_timeout_ms=busy_timeout_ms, exclusive=exclusive)
         # The outbox's rows (monitor.store.outbox): one short transaction of this store per call.
         self.outbox = OutboxTable(read=self._read, write=self._write)
-        self._maintainer = Maintainer(read=self._read, write=self._write, busy_timeout_ms=busy_timeout_ms)
+        self._maintainer = Maintainer(
+            read=self._read,
+            write=self._write,
+            busy_timeout_ms=busy_timeout_ms,
+            wal_path=None if self._path == MEMORY else f"{self._path}-wal",
+        )
         log.debug("state_store_opened", path=self._path, schema_version=self._schema_version, exclusive=exclusive)
 
     # -- runs ------------------------------------------------------------------------------------------
