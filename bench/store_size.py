@@ -7,8 +7,8 @@ on a manual clock. Prints figures; asserts nothing.
     .venv/bin/python bench/store_size.py --runs 10000 --sample-hours 0.5,1,6,12,24
     .venv/bin/python bench/store_size.py --runs 50 --hours 2             # the CI smoke (seconds)
 
-What is simulated, per run: a reading every poll.interval (30 s), every poll.min_interval (5 s) once it
-is at 80 % of its cap (the daemon's adaptive polling); the default rules of a team (run-cap: $100, warn at
+What is simulated, per run: a reading every 30 s (--interval), every 5 s (--hot-interval) once it is at
+80 % of its cap (adaptive polling near a limit); the default rules of a team (run-cap: $100, warn at
 50 % and 80 %, renotify 1 h; hard-cap: $180, action delete) evaluated with the real rule and alert code,
 their notifications queued in the outbox and delivered 2 s later, delete episodes written to the action
 log (pending, intent, deleted, with their messages); runs live 6 to 36 h and a new one starts when one
@@ -142,7 +142,7 @@ class Day:
         self.later: dict[int, list[str]] = defaultdict(list)
         self.count = Counters()
         self.samples = sorted(float(h) * HOUR for h in args.sample_hours.split(",")) if args.sample_hours else []
-        self.horizon = self.policy.history_seconds + 2 * SETTINGS.poll.interval
+        self.horizon = self.policy.history_seconds + 2 * args.interval
         self.serial = 0
         self.balance = 1e9
         for _ in range(args.runs):
@@ -165,7 +165,7 @@ class Day:
             ends=started + life,
             # $0.5 to $6 an hour: over a life, run-cap ($100) is reached by some runs, hard-cap ($180) by few.
             usd_per_second=self.rng.uniform(0.5, 6) / HOUR,
-            next_poll=self.now + self.rng.uniform(0, SETTINGS.poll.interval),
+            next_poll=self.now + self.rng.uniform(0, self.args.interval),
         )
         self.runs[run.run_id] = run
         self.polls[self._tick_of(run.next_poll)].append(run.run_id)
@@ -203,7 +203,7 @@ class Day:
                 continue
             window = self._next_window()
             if window is not None:  # not polled in the gap: due again when the next window opens
-                run.next_poll = window + self.rng.uniform(0, SETTINGS.poll.interval)
+                run.next_poll = window + self.rng.uniform(0, self.args.interval)
                 self.polls[self._tick_of(run.next_poll)].append(run_id)
         if not polling and int(now - T0) % 300 == 0:
             for run in list(self.runs.values()):  # alerts go on in the gaps, at a coarser cadence
@@ -246,7 +246,7 @@ class Day:
                 self.count.finished += 1
                 self._start_run()
                 return
-        interval = SETTINGS.poll.min_interval if run.hot else SETTINGS.poll.interval
+        interval = self.args.hot_interval if run.hot else self.args.interval
         run.next_poll = self.now + interval
         self.polls[self._tick_of(run.next_poll)].append(run.run_id)
 
@@ -254,7 +254,7 @@ class Day:
         # What the rules would say changes only when a tier is crossed or a reminder is due: the real code
         # runs then (the daemon runs it on every reading; here that would cost more than the store).
         tier = sum(snapshot.total_cost_usd >= 100 * f for f in (0.5, 0.8, 1.0, 2.0))
-        if tier == run.tier and not snapshot.terminal and self.now - run.evaluated_at < SETTINGS.poll.interval * 10:
+        if tier == run.tier and not snapshot.terminal and self.now - run.evaluated_at < 300:
             return
         run.tier, run.evaluated_at = tier, self.now
         context = AlertContext(subject_name=f"exp-{run.run_id}", run_id=run.run_id, terminal=snapshot.terminal)
@@ -427,6 +427,8 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--runs", type=int, default=100, help="runs watched at any moment")
     parser.add_argument("--hours", type=float, default=24.0)
+    parser.add_argument("--interval", type=float, default=30.0, help="seconds between reads of a run")
+    parser.add_argument("--hot-interval", type=float, default=5.0, help="... of a run at 80 %% of a limit")
     parser.add_argument("--sample-hours", default="", help="e.g. 0.5,1,6,12,24: poll only before these (see above)")
     parser.add_argument("--every", type=float, default=2.0, help="hours between printed lines (every-poll mode)")
     parser.add_argument("--baseline", action="store_true", help="today's bounds: history_per_run only, no maintenance")
@@ -490,7 +492,7 @@ def run_day(day: Day, *, load_before: float) -> None:
         print(steady_state(day))
     # Issue 10 measured today's store growing 11.6 MB/min at 10,000 runs polled every 30 s (580 B a
     # reading), until 2,000 readings a run; notifications and actions were never pruned.
-    today = args.runs * min(args.hours * HOUR / SETTINGS.poll.interval, 2000) * 11.6e6 / (10_000 * 2)
+    today = args.runs * min(args.hours * HOUR / 30.0, 2000) * 11.6e6 / (10_000 * 2)
     print(
         f"today's bounds at {args.runs} runs after {args.hours:g} h (11.6 MB/min at 10,000 runs, up to 2,000"
         f" readings a run): {today / 1e6:.0f} MB; this file: {final.file_bytes / 1e6:.1f} MB"
