@@ -1,11 +1,12 @@
 """The state file's size over a simulated day: the real StateStore, driven the way the daemon drives it,
 on a manual clock. Prints figures; asserts nothing.
 
-    .venv/bin/python bench/store_size.py --runs 100                      # a day, every poll (~1 min)
+    .venv/bin/python bench/store_size.py --runs 100                      # a day, every poll (~2 min)
     .venv/bin/python bench/store_size.py --runs 100 --baseline           # the same day with today's bounds
     .venv/bin/python bench/store_size.py --runs 1000 --sample-hours 0.5,1,2,6,12,18,24
-    .venv/bin/python bench/store_size.py --runs 10000 --sample-hours 0.5,1,6,12,24
+    .venv/bin/python bench/store_size.py --runs 10000 --sample-hours 0.5,1,6,12,24   # ~20 min on 2 cores
     .venv/bin/python bench/store_size.py --runs 50 --hours 2             # the CI smoke (seconds)
+    .venv/bin/python bench/store_size.py --runs 10000 --hours 0 --steps  # the worst maintenance step
 
 What is simulated, per run: a reading every 30 s (--interval), every 5 s (--hot-interval) once it is at
 80 % of its cap (adaptive polling near a limit); the default rules of a team (run-cap: $100, warn at
@@ -16,7 +17,7 @@ ends (finished runs are read twice more, then retired after watch.retention, 24 
 60 s; `StateStore.maintain` called every 5 s as the daemon's housekeeping does. Settings are the defaults.
 
 Sampling (`--sample-hours`): polling 10,000 runs every 30 s for a day is 29 million saves (over an hour
-of CPU), so with sample hours given, runs are polled only in the history horizon (burn window +
+of CPU here), so with sample hours given, runs are polled only in the history horizon (burn window +
 interval + margin, ~18 min) before each sample point; everything else (lifecycles, alerts every 5 min,
 deletes, wallet, maintenance) runs all day. A reading polled earlier would be pruned by the sample point
 anyway, so the file there is the one the daemon would have; the gaps make maintenance prune a whole
@@ -423,6 +424,45 @@ def save_cost(runs: int = 1000, rounds: int = 3) -> None:
     )
 
 
+def maintenance_steps(runs: int) -> None:
+    """The worst maintenance step with a full backlog: `runs` runs with a burn window of readings each
+    (35 at 30 s), then read no more for an hour (as after a restart, or runs that all finished), so one
+    cycle prunes 30 readings of every run and gives the pages back. One step per call, each timed."""
+    from monitor.store import maintenance
+
+    policy = RetentionPolicy.of(SETTINGS)
+    with tempfile.TemporaryDirectory() as tmp:
+        store = StateStore(Path(tmp) / "s.db", exclusive=True, retention=policy)
+        sims = [SimRun(f"rft-{i:06d}", T0 - HOUR, T0 + DAY_S, 1e-3, 0.0) for i in range(runs)]
+        for k in range(35):
+            for run in sims:
+                store.save_run_snapshot(run.snapshot(T0 + 30 * k))
+        before = store.file_stats().file_bytes
+        times: dict[str, list[float]] = defaultdict(list)
+        deleted = 0
+        while True:
+            report = store.maintain(policy, now=T0 + 35 * 30 + HOUR, force=True, budget=0.0)
+            assert report is not None and report.error is None, report
+            times[report.worst_step].append(report.worst_step_seconds)
+            deleted += sum(report.deleted.values())
+            if report.cycle_done:
+                break
+        after = store.file_stats().file_bytes
+        store.close()
+    worst = max((max(v), k) for k, v in times.items())
+    print(
+        f"maintenance with a backlog at {runs} runs: {deleted} rows pruned in {sum(map(len, times.values()))} steps"
+        f" (<= {maintenance.ROWS_PER_STEP} rows, <= {maintenance.PAGES_PER_STEP} pages each); file"
+        f" {before / 1e6:.1f} -> {after / 1e6:.1f} MB; worst step {worst[0] * 1000:.1f} ms ({worst[1]})"
+    )
+    for name, values in sorted(times.items()):
+        values.sort()
+        print(
+            f"  {name:15s} steps {len(values):4d}  median {values[len(values) // 2] * 1000:6.1f} ms"
+            f"  p90 {values[int(len(values) * 0.9)] * 1000:6.1f} ms  max {values[-1] * 1000:6.1f} ms"
+        )
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--runs", type=int, default=100, help="runs watched at any moment")
@@ -433,11 +473,16 @@ def main() -> None:
     parser.add_argument("--every", type=float, default=2.0, help="hours between printed lines (every-poll mode)")
     parser.add_argument("--baseline", action="store_true", help="today's bounds: history_per_run only, no maintenance")
     parser.add_argument("--save-cost", action="store_true", help="also measure CPU per save with and without the bound")
+    parser.add_argument("--steps", action="store_true", help="also time each maintenance step with a full backlog")
     parser.add_argument("--seed", type=int, default=1)
     args = parser.parse_args()
     configure_logging(fmt="console", level="warning")
     if args.save_cost:
         save_cost()
+    if args.steps:
+        maintenance_steps(args.runs)
+    if args.hours <= 0:
+        return
     load_before = os.getloadavg()
     with tempfile.TemporaryDirectory() as tmp:
         day = Day(args, Path(tmp) / "state.db")

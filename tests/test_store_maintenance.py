@@ -143,8 +143,10 @@ def test_a_cycle_starts_a_minute_after_the_first_call_then_every_interval(tmp_pa
     with StateStore(tmp_path / "state.db") as store:
         assert store.maintain(POLICY, now=T0) is None
         assert store.maintain(POLICY, now=T0 + STARTUP_DELAY_SECONDS - 1) is None
+        assert store.last_maintenance is None
         first = store.maintain(POLICY, now=T0 + STARTUP_DELAY_SECONDS)
         assert first is not None and first.cycle_done and first.error is None
+        assert store.last_maintenance is not None and store.last_maintenance.at == T0 + STARTUP_DELAY_SECONDS
         assert store.maintain(POLICY, now=T0 + STARTUP_DELAY_SECONDS + 299) is None
         assert store.maintain(POLICY, now=T0 + STARTUP_DELAY_SECONDS + 300) is not None
 

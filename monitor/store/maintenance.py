@@ -114,6 +114,8 @@ class Maintainer:
         self._next_cycle_at: float | None = None
         self._cycle: _Cycle | None = None
         self._last_error: str | None = None
+        #: The totals of the last cycle that finished (for metrics and status views), None before one.
+        self.last_cycle: MaintenanceReport | None = None
 
     def run(
         self, policy: RetentionPolicy, *, now: float, force: bool = False, budget: float = STEP_BUDGET_SECONDS
@@ -160,6 +162,7 @@ class Maintainer:
             if report.error is None:
                 self._last_error = None
             assert cycle.totals is not None
+            self.last_cycle = cycle.totals
             self._log_cycle(cycle.totals)
         return report
 

@@ -383,3 +383,8 @@ class StateStore(StoreConnection):
         (one step at least). None when nothing was due."""
         self._retention = retention
         return self._maintainer.run(retention, now=now, force=force, budget=budget)
+
+    @property
+    def last_maintenance(self) -> MaintenanceReport | None:
+        """The totals of the last maintenance cycle that finished (rows pruned, pages freed, worst step)."""
+        return self._maintainer.last_cycle
