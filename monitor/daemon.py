@@ -27,6 +27,7 @@ from monitor.exporter.server import MonitorHttpServer
 from monitor.logs import configure_logging, register_secrets, secrets_of
 from monitor.notify import build_notifiers
 from monitor.notify.base import Notifier
+from monitor.store.retention import RetentionPolicy
 from monitor.store.schema import StoreError
 from monitor.wiring import Components, build
 
@@ -229,6 +230,8 @@ class Daemon:
                 log.warning("state_store_works_again", failed_since=parts.runtime.store_failing_since)
             parts.runtime.store_works()
         await parts.selfwatch.check()
+        # Bounded pruning and vacuum steps when a cycle is due: the store decides how often.
+        parts.store.maintain(RetentionPolicy.of(parts.settings), now=self.clock.now())
 
     async def run_forever(self) -> None:
         parts = self.parts

@@ -262,10 +262,14 @@ def test_forget_run_drops_its_state_but_keeps_the_action_log(store: StateStore) 
         store.remember_run(run_id, source="discovered", seen_at=T0)
         store.save_alert(AlertState(subject=run_id, rule="run-cap", tier=1))
     store.append_action(action("deleted"))
-    store.forget_run("run-a")
+    store.forget_run("run-a", now=T0 + 100)
     assert list(store.latest_run_snapshots()) == ["run-b"]
     assert store.run_history("run-a") == []
-    assert list(store.known_runs()) == ["run-b"]
+    # Its id stays as a tombstone, finished and retired, so a restart neither polls nor rediscovers it.
+    assert store.known_runs()["run-a"] == KnownRun(
+        run_id="run-a", source="discovered", first_seen=T0, finished_at=T0 + 100, retired_at=T0 + 100
+    )
+    assert store.known_runs()["run-b"].retired_at is None
     assert store.get_alert("run-a", "run-cap") is None
     assert [a.run_id for a in store.actions()] == ["run-a"]
     # A run seen again after being forgotten starts a fresh history.

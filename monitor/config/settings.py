@@ -29,7 +29,7 @@ from pydantic import (
 )
 from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, SettingsConfigDict
 
-from monitor.config.durations import DAY, WEEK, Duration, format_duration, within
+from monitor.config.durations import DAY, HOUR, WEEK, YEAR, Duration, format_duration, within
 from monitor.config.env import deep_merge, read_env
 from monitor.config.errors import format_validation_error
 from monitor.config.types import FilePath, PlainText, SecretUrl, Timeout, Url
@@ -231,8 +231,25 @@ class ServerSettings(_Section):
 
 
 class StateSettings(_Section):
+    """What the state file keeps, and for how long (monitor.store.retention applies it)."""
+
     path: FilePath = "./prime-cost-monitor.db"
+    # A hard cap on readings kept per run, on top of the time bound below.
     history_per_run: int = Field(default=2000, ge=10, le=1_000_000)
+    # A run's readings are kept for poll.burn_window + poll.interval + this (the wallet's balances
+    # for the longest wallet rule window, 24h without one, + poll.wallet_interval + this); older
+    # ones are pruned, the newest few always stay.
+    history_margin: Annotated[Duration, within(low=0.0, high=DAY)] = 120.0
+    # Delivered or superseded notifications older than this are pruned, except those whose dedup key
+    # could still be published again (an alert episode or a delete episode still open), which stay
+    # however old. The messages themselves are in Slack; each day kept costs about as much as the
+    # readings when reminders go out hourly (bench/store_size.py).
+    notification_retention: Annotated[Duration, within(low=HOUR, high=YEAR)] = 2 * DAY
+    # The action log (the audit of deletes) is pruned after this; never a record of a run with a
+    # delete still pending, nor the latest record of each run x rule while the run is watched.
+    action_retention: Annotated[Duration, within(low=DAY, high=YEAR)] = 90 * DAY
+    # How often the store prunes what is due and gives free pages back to the file system.
+    maintenance_interval: Annotated[Duration, within(low=10.0, high=DAY)] = 300.0
 
 
 class HealthSettings(_Section):

@@ -36,6 +36,9 @@ SQLITE_HEADER_BYTES = 100
 _INTEGRITY_PRAGMA = "PRAGMA integrity_check(5)"
 # Owner read/write only: the file holds run names, costs and the whole action log.
 FILE_MODE = 0o600
+AUTO_VACUUM = "INCREMENTAL"
+# A WAL that a burst (a one-time VACUUM, a big prune) grew is cut back to this after a checkpoint.
+JOURNAL_SIZE_LIMIT_BYTES = 16 * 1024 * 1024
 
 
 class StateFileRefusedError(StoreError):
@@ -106,6 +109,9 @@ def create_if_missing(path: str, *, initialize: Callable[[sqlite3.Connection], o
         os.close(os.open(temporary, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC, FILE_MODE))
         conn = sqlite3.connect(temporary, isolation_level=None)
         try:
+            # Before anything writes the header (even the switch to WAL): pruned rows give their pages
+            # back to the file system (monitor.store.maintenance), instead of the file never shrinking.
+            conn.execute(f"PRAGMA auto_vacuum = {AUTO_VACUUM}")
             conn.execute("PRAGMA journal_mode = WAL")
             initialize(conn)
         finally:
@@ -303,7 +309,10 @@ def _connect(path: str, busy_timeout_ms: int) -> sqlite3.Connection:
 def _prepare(conn: sqlite3.Connection, path: str) -> int:
     """Journal settings, then migrations; the schema version the file ends at."""
     try:
+        if path == MEMORY:
+            conn.execute(f"PRAGMA auto_vacuum = {AUTO_VACUUM}")
         conn.execute("PRAGMA journal_mode = WAL")
+        conn.execute(f"PRAGMA journal_size_limit = {JOURNAL_SIZE_LIMIT_BYTES}")
         conn.execute("PRAGMA synchronous = NORMAL")
         conn.execute("PRAGMA foreign_keys = ON")
         return migrate(conn, path=path)

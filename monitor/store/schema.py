@@ -186,7 +186,38 @@ _V2 = Migration(
     ),
 )
 
-MIGRATIONS: tuple[Migration, ...] = (_V1, _V2)
+# A bounded store (monitor.store.maintenance). The notifications table is no longer kept for ever: a
+# dedup key is pruned once it can never be published again (monitor.store.recurrence). Retired runs
+# leave a tombstone, and what maintenance looks rows up by gets an index. (auto_vacuum cannot change
+# inside a transaction: monitor.store.maintenance converts an older file with a one-time VACUUM when
+# the daemon opens it.)
+_V3 = Migration(
+    version=3,
+    description="retention: tombstones of retired runs; indexes for pruning by age",
+    statements=(
+        # Set when a finished run is retired: its readings and alerts are gone, its id stays so a restart
+        # neither discovers nor polls it again (and so cannot alert about it again).
+        "ALTER TABLE known_runs ADD COLUMN retired_at REAL",
+        "CREATE INDEX known_runs_retired ON known_runs (finished_at) WHERE retired_at IS NOT NULL",
+        "CREATE INDEX known_runs_finished ON known_runs (finished_at)"
+        " WHERE finished_at IS NOT NULL AND retired_at IS NULL",
+        "CREATE INDEX notifications_by_time ON notifications (created_at)",
+        "CREATE INDEX thread_refs_by_key ON thread_refs (thread_key)",
+        # Runs forgotten before this version (alert state gone, no known_runs row) get their tombstone
+        # now, finished at their last alert: their alert keys, which kept a restart that discovered them
+        # again from alerting twice, may then be pruned like any retired run's.
+        """INSERT OR IGNORE INTO known_runs (run_id, source, first_seen, finished_at, retired_at)
+        SELECT subject, 'discovered', MIN(created_at), MAX(created_at), MAX(created_at)
+        FROM (SELECT json_extract(data, '$.subject') AS subject, created_at FROM notifications
+              WHERE kind IN ('alert', 'renotify', 'resolve'))
+        WHERE subject IS NOT NULL AND subject != ''
+        AND subject NOT IN (SELECT subject FROM alerts)
+        AND subject NOT IN (SELECT wallet_id FROM wallet_latest)
+        GROUP BY subject""",
+    ),
+)
+
+MIGRATIONS: tuple[Migration, ...] = (_V1, _V2, _V3)
 SCHEMA_VERSION = MIGRATIONS[-1].version
 
 _VERSION_TABLE = """CREATE TABLE IF NOT EXISTS schema_version (
@@ -267,13 +298,52 @@ def dumps(value: Any) -> str:
 
 
 def encode_run_snapshot(data: dict[str, Any]) -> str:
+    """A reading as stored before schema version 3 (still read; see encode_run_reading)."""
     # run_id and taken_at live in their own columns; leaving them out of the JSON keeps one source of truth.
     return dumps({k: v for k, v in data.items() if k not in ("run_id", "taken_at")})
 
 
+# Since schema version 3 a reading is stored as a JSON array, `[layout, value, ...]`, in the order its
+# layout names: the field names were 60 % of every row. The layouts are frozen here (not read from
+# RunSnapshot), so a field added to RunSnapshot gets a new layout and old rows still read. Rows written
+# before (a JSON object) read as they always did.
+READING_LAYOUTS: dict[int, tuple[str, ...]] = {
+    1: (
+        "run_name",
+        "base_model",
+        "status",
+        "team_id",
+        "training_tokens",
+        "inference_input_tokens",
+        "inference_output_tokens",
+        "training_cost_usd",
+        "inference_cost_usd",
+        "total_tokens",
+        "total_cost_usd",
+        "training_price_per_mtok",
+        "inference_input_price_per_mtok",
+        "inference_output_price_per_mtok",
+        "record_count",
+        "inference_input_cost_estimate_usd",
+    ),
+}
+READING_LAYOUT = 1
+
+
+def encode_run_reading(snapshot: RunSnapshot) -> str:
+    """A reading as stored (run_id and taken_at live in their own columns)."""
+    return dumps([READING_LAYOUT, *(getattr(snapshot, name) for name in READING_LAYOUTS[READING_LAYOUT])])
+
+
 @row_codec
 def decode_run_snapshot(run_id: str, taken_at: float, data: str) -> RunSnapshot:
-    return RunSnapshot.from_dict({**json.loads(data), "run_id": run_id, "taken_at": taken_at})
+    raw = json.loads(data)
+    if isinstance(raw, list):
+        layout = READING_LAYOUTS[raw[0]]
+        if len(raw) != len(layout) + 1:
+            raise ValueError(f"a reading of layout {raw[0]} has {len(raw) - 1} values, not {len(layout)}")
+        raw = dict(zip(layout, raw[1:], strict=True))
+    return RunSnapshot.from_dict({**raw, "run_id": run_id, "taken_at": taken_at})
 
 
 @row_codec

@@ -11,30 +11,23 @@ so a snapshot read back equals the one saved, bit for bit.
 
 from __future__ import annotations
 
-import contextlib
-import sqlite3
-import threading
-from collections.abc import Iterator, Sequence
-from contextlib import contextmanager
+import time
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from types import TracebackType
 from typing import Any, Literal
 
 import structlog
 
 from monitor.records import ActionRecord, AlertState, Protection
 from monitor.snapshots import RunSnapshot, WalletSnapshot
-from monitor.store.file import (
-    MEMORY,
-    FileIdentity,
-    StateFileRefusedError,
-    describe_sqlite_error,
-    open_state_file,
-    verify_still_at_path,
-)
-from monitor.store.lock import LockHolder, StateFileLock, StateLockedError
+from monitor.store.connection import StoreConnection, StoreFileStats
+from monitor.store.file import MEMORY, StateFileRefusedError
+from monitor.store.lock import LockHolder, StateLockedError
+from monitor.store.maintenance import STEP_BUDGET_SECONDS, Maintainer, MaintenanceReport
 from monitor.store.outbox import OutboxTable
+from monitor.store.prune import prune_run_readings, prune_wallet_history, retire_run
+from monitor.store.retention import KEEP_NEWEST_BALANCES, KEEP_NEWEST_READINGS, PRUNE_PER_SAVE, RetentionPolicy
 from monitor.store.schema import (
     ACTION_COLUMNS,
     ALERT_COLUMNS,
@@ -48,18 +41,21 @@ from monitor.store.schema import (
     dumps,
     encode_action,
     encode_alert,
-    encode_run_snapshot,
+    encode_run_reading,
 )
 
 __all__ = [
     "SCHEMA_VERSION",
     "KnownRun",
     "LockHolder",
+    "MaintenanceReport",
+    "RetentionPolicy",
     "SchemaTooNewError",
     "StateFileRefusedError",
     "StateLockedError",
     "StateStore",
     "StoreError",
+    "StoreFileStats",
 ]
 
 log = structlog.get_logger(__name__)
@@ -75,9 +71,12 @@ class KnownRun:
     source: RunSource
     first_seen: float
     finished_at: float | None = None
+    # Set when the run was retired (its readings and alerts dropped): a tombstone, so a restart neither
+    # polls it (it is finished) nor discovers it again.
+    retired_at: float | None = None
 
 
-class StateStore:
+class StateStore(StoreConnection):
     """Runs, wallet, alerts, the notification outbox, the action log and protections, in one file."""
 
     def __init__(
@@ -88,147 +87,35 @@ class StateStore:
         wallet_history_limit: int = 10_000,
         busy_timeout_ms: int = 5000,
         exclusive: bool = False,
+        retention: RetentionPolicy | None = None,
     ) -> None:
-        """Open (or, only if nothing is at `path`, create) the state file.
+        """Open the state file (StoreConnection says how, and what is refused).
 
-        `exclusive`: hold the one-writer lock on `<path>.lock` until close(), taken before anything is
-        read or written; raises StateLockedError naming the holder if another process has it. The
-        daemon opens exclusive; `status`, `protect` and `unprotect` do not (they work beside it).
-        An existing file that is empty, damaged, not SQLite, not ours or from a newer schema raises
-        a StoreError subclass naming the file and the reason, and is left untouched.
+        `retention`: how long readings are kept on save (monitor.store.retention); without it only
+        the row caps apply until the first `maintain` call brings the daemon's policy.
         """
         if history_per_run < 1 or wallet_history_limit < 1:
             raise ValueError("history_per_run and wallet_history_limit must be at least 1")
         self._history_per_run = history_per_run
         self._wallet_history_limit = wallet_history_limit
-        self._path = str(path) if str(path) == MEMORY else str(Path(path).expanduser())
-        # One connection shared by whoever holds the lock: safe if a caller hands work to a thread.
-        self._lock = threading.RLock()
-        self._conn: sqlite3.Connection | None = None
-        self._file_lock: StateFileLock | None = None
-        self._identity: FileIdentity | None = None
-        #: Set when an existing file is readable by group or others (logged once at open).
-        self.mode_warning: str | None = None
-        if self._path != MEMORY:
-            try:
-                Path(self._path).parent.mkdir(parents=True, exist_ok=True)
-            except OSError as exc:
-                raise StoreError(f"cannot open state store {self._path}: {exc}") from exc
-            if exclusive:
-                self._file_lock = StateFileLock.acquire(self._path)
-        try:
-            opened = open_state_file(self._path, busy_timeout_ms=busy_timeout_ms)
-        except BaseException:
-            self._release_file_lock()
-            raise
-        self._conn = opened.conn
-        self._schema_version = opened.schema_version
-        self._identity = opened.identity
-        self.mode_warning = opened.mode_warning
-        if exclusive:
-            # The daemon must be able to write: a read-only file or volume, or a full disk, is found
-            # now and refuses the start, instead of at the first alert. (`status` only reads, and
-            # works on a read-only copy.)
-            try:
-                self.probe()
-            except BaseException:
-                self.close()
-                raise
-        if self.mode_warning is not None:
-            log.warning("state_store_mode_too_open", path=self._path, warning=self.mode_warning)
+        self._retention = retention
+        super().__init__(path, busy_timeout_ms=busy_timeout_ms, exclusive=exclusive)
         # The outbox's rows (monitor.store.outbox): one short transaction of this store per call.
         self.outbox = OutboxTable(read=self._read, write=self._write)
+        self._maintainer = Maintainer(
+            read=self._read,
+            write=self._write,
+            busy_timeout_ms=busy_timeout_ms,
+            wal_path=None if self._path == MEMORY else f"{self._path}-wal",
+        )
         log.debug("state_store_opened", path=self._path, schema_version=self._schema_version, exclusive=exclusive)
-
-    # -- lifecycle -------------------------------------------------------------------------------------
-
-    @property
-    def path(self) -> str:
-        return self._path
-
-    @property
-    def schema_version(self) -> int:
-        return self._schema_version
-
-    @property
-    def lock_holder(self) -> LockHolder | None:
-        """This process, while it holds the one-writer lock (opened with exclusive=True)."""
-        return self._file_lock.holder if self._file_lock is not None and self._file_lock.held else None
-
-    def close(self) -> None:
-        """Idempotent; releases the one-writer lock after the connection is closed, so nothing this
-        store does can overlap the next holder."""
-        with self._lock:
-            try:
-                if self._conn is not None:
-                    conn, self._conn = self._conn, None
-                    conn.close()
-            except sqlite3.Error as exc:
-                raise StoreError(f"state store {self._path}: closing failed: {describe_sqlite_error(exc)}") from exc
-            finally:
-                self._release_file_lock()
-
-    def _release_file_lock(self) -> None:
-        if self._file_lock is not None:
-            self._file_lock.release()
-
-    def __enter__(self) -> StateStore:
-        return self
-
-    def __exit__(
-        self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
-    ) -> None:
-        self.close()
-
-    def probe(self) -> None:
-        """Prove the store still reads and writes, cheaply, for health checks every few seconds: one
-        small committed write to `meta` and its read-back, after checking that the file (and the
-        lock, if held) is still the one at its path. Raises StoreError naming the file."""
-        if self._file_lock is not None:
-            self._file_lock.verify()
-        with self._write() as conn:
-            conn.execute(
-                "INSERT INTO meta (key, value) VALUES ('store_probe', '1')"
-                " ON CONFLICT (key) DO UPDATE SET value = CAST(value AS INTEGER) + 1"
-            )
-            conn.execute("SELECT value FROM meta WHERE key = 'store_probe'").fetchone()
-
-    @contextmanager
-    def _read(self) -> Iterator[sqlite3.Connection]:
-        with self._lock:
-            if self._conn is None:
-                raise StoreError(f"state store {self._path} is closed")
-            if self._identity is not None:
-                # A deleted or replaced file keeps working through the open connection, silently:
-                # the daemon would read old state while `protect` writes to the new file.
-                verify_still_at_path(self._path, self._identity)
-            try:
-                yield self._conn
-            except sqlite3.Error as exc:
-                # e.g. "database is locked" after the busy timeout, or the disk is full: say which file.
-                raise StoreError(f"state store {self._path}: {describe_sqlite_error(exc)}") from exc
-
-    @contextmanager
-    def _write(self) -> Iterator[sqlite3.Connection]:
-        # IMMEDIATE takes the write lock up front: a deferred transaction that later needs it can fail
-        # at once with SQLITE_BUSY in WAL mode instead of waiting out the busy timeout.
-        with self._read() as conn:
-            conn.execute("BEGIN IMMEDIATE")
-            try:
-                yield conn
-                conn.execute("COMMIT")
-            except BaseException:
-                if conn.in_transaction:
-                    # A failed rollback must not hide the error that caused it (e.g. disk full).
-                    with contextlib.suppress(sqlite3.Error):
-                        conn.execute("ROLLBACK")
-                raise
 
     # -- runs ------------------------------------------------------------------------------------------
 
     def save_run_snapshot(self, snapshot: RunSnapshot) -> None:
-        """Append to the run's history (dropping the oldest beyond the bound) and make it the latest."""
-        data = encode_run_snapshot(snapshot.to_dict())
+        """Append to the run's history and make it the latest. The history drops what is older than the
+        retention's time bound (the newest few always stay) and anything beyond history_per_run."""
+        data = encode_run_reading(snapshot)
         with self._write() as conn:
             row = conn.execute("SELECT seq, taken_at FROM run_latest WHERE run_id = ?", (snapshot.run_id,)).fetchone()
             seq = (row[0] if row else 0) + 1
@@ -236,10 +123,22 @@ class StateStore:
                 "INSERT INTO run_history (run_id, seq, taken_at, data) VALUES (?, ?, ?, ?)",
                 (snapshot.run_id, seq, snapshot.taken_at, data),
             )
-            conn.execute(
-                "DELETE FROM run_history WHERE run_id = ? AND seq <= ?",
-                (snapshot.run_id, seq - self._history_per_run),
-            )
+            if seq > self._history_per_run:
+                conn.execute(
+                    "DELETE FROM run_history WHERE run_id = ? AND seq <= ?",
+                    (snapshot.run_id, seq - self._history_per_run),
+                )
+            if self._retention is not None:
+                # Amortised: about one old reading goes per new one, through the (run_id, taken_at) index.
+                newest = snapshot.taken_at if row is None else max(snapshot.taken_at, row[1])
+                prune_run_readings(
+                    conn,
+                    snapshot.run_id,
+                    before=newest - self._retention.history_seconds,
+                    newest_seq=seq,
+                    keep_newest=KEEP_NEWEST_READINGS,
+                    limit=PRUNE_PER_SAVE,
+                )
             # A reading that arrives late (older than the latest) joins the history but stays out of "latest".
             if row is None or snapshot.taken_at >= row[1]:
                 conn.execute(
@@ -284,9 +183,15 @@ class StateStore:
             )
 
     def known_runs(self) -> dict[str, KnownRun]:
+        """Every run the store knows, retired ones (tombstones) included."""
         with self._read() as conn:
-            rows = conn.execute("SELECT run_id, source, first_seen, finished_at FROM known_runs ORDER BY run_id")
-            return {r[0]: KnownRun(run_id=r[0], source=r[1], first_seen=r[2], finished_at=r[3]) for r in rows}
+            rows = conn.execute(
+                "SELECT run_id, source, first_seen, finished_at, retired_at FROM known_runs ORDER BY run_id"
+            )
+            return {
+                r[0]: KnownRun(run_id=r[0], source=r[1], first_seen=r[2], finished_at=r[3], retired_at=r[4])
+                for r in rows
+            }
 
     def mark_run_finished(self, run_id: str, *, finished_at: float) -> None:
         """Records when the run's final totals were read; a run not yet known is remembered as discovered."""
@@ -297,17 +202,12 @@ class StateStore:
                 (run_id, finished_at, finished_at),
             )
 
-    def forget_run(self, run_id: str) -> None:
-        """Retention expired: drop the run's snapshots, known entry and alert state. The action log,
-        the outbox and protections stay."""
+    def forget_run(self, run_id: str, *, now: float | None = None) -> None:
+        """Retention expired: drop the run's snapshots and alert state, and keep its id as a tombstone
+        (`KnownRun.retired_at`, finished), so a restart neither polls nor discovers it again. The action
+        log, the outbox and protections stay; maintenance prunes them by their own retention."""
         with self._write() as conn:
-            for table, column in (
-                ("run_latest", "run_id"),
-                ("run_history", "run_id"),
-                ("known_runs", "run_id"),
-                ("alerts", "subject"),
-            ):
-                conn.execute(f"DELETE FROM {table} WHERE {column} = ?", (run_id,))
+            retire_run(conn, run_id, at=time.time() if now is None else now)
         log.info("run_forgotten", run_id=run_id)
 
     # -- wallet ----------------------------------------------------------------------------------------
@@ -325,6 +225,13 @@ class StateStore:
                 # AUTOINCREMENT ids grow by one per insert here, so this keeps exactly the newest N.
                 conn.execute(
                     "DELETE FROM wallet_history WHERE id <= ?", (cursor.lastrowid - self._wallet_history_limit,)
+                )
+            if self._retention is not None:
+                prune_wallet_history(
+                    conn,
+                    before=snapshot.taken_at - self._retention.wallet_history_seconds,
+                    keep_newest=KEEP_NEWEST_BALANCES,
+                    limit=PRUNE_PER_SAVE,
                 )
             conn.execute(
                 "INSERT INTO wallet_latest (slot, wallet_id, taken_at, data) VALUES (1, ?, ?, ?)"
@@ -464,3 +371,20 @@ class StateStore:
     def set_meta(self, key: str, value: str) -> None:
         with self._write() as conn:
             conn.execute("INSERT OR REPLACE INTO meta (key, value) VALUES (?, ?)", (key, value))
+
+    # -- keeping the file bounded (monitor.store.maintenance) ------------------------------------------
+
+    def maintain(
+        self, retention: RetentionPolicy, *, now: float, force: bool = False, budget: float = STEP_BUDGET_SECONDS
+    ) -> MaintenanceReport | None:
+        """The daemon's housekeeping calls this every few seconds: it applies `retention` from now on
+        (saves prune by it), and runs bounded steps of a maintenance cycle when one is due (at most every
+        `retention.maintenance_interval`; `force` starts one now), for about `budget` seconds at most
+        (one step at least). None when nothing was due."""
+        self._retention = retention
+        return self._maintainer.run(retention, now=now, force=force, budget=budget)
+
+    @property
+    def last_maintenance(self) -> MaintenanceReport | None:
+        """The totals of the last maintenance cycle that finished (rows pruned, pages freed, worst step)."""
+        return self._maintainer.last_cycle
