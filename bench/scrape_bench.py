@@ -49,7 +49,7 @@ from pathlib import Path
 import daemon_soak
 import httpx
 import yaml
-from client_throughput import (
+from harness import (
     ADMIN_HEADER,
     ADMIN_TOKEN,
     API_KEY,
