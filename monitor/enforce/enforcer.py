@@ -6,7 +6,8 @@ The sequence for one (run, rule) episode:
      period (anticipation, monitor.enforce.projection), it writes `delete_pending` (the evidence and
      the deadline) to the action log, then announces it; the run is polled at the fastest interval
      from then on, and the DELETE still needs `confirm_polls` fresh readings over the limit;
-  3. at the deadline, `tick` hands the episode to `_execute`, the one executor every path goes through:
+  3. at the deadline, `tick` hands the episode to the one executor every path goes through
+     (monitor.enforce.executor):
      it checks every safety, re-reads the run, writes `delete_intent`, calls DELETE, announces and
      records the result. Dry run stops just before the intent and records `would_delete`.
   4. `reconcile` (at start) resumes open countdowns silently and completes open intents.
@@ -33,26 +34,18 @@ from monitor.api.errors import (
 from monitor.clock import Clock
 from monitor.config.settings import Settings
 from monitor.enforce.countdown import Countdowns
-from monitor.enforce.delete_call import DeleteCall, Unauthorized
-from monitor.enforce.evidence import Evidence, Projection, Reading
+from monitor.enforce.evidence import Projection, Reading
+from monitor.enforce.executor import Executor
 from monitor.enforce.journal import Journal, NotificationPublisher
-from monitor.enforce.messages import cap_notice, stopped_notice
 from monitor.enforce.projection import anticipation, calls_off, kill_ahead
 from monitor.enforce.restart import resume_intent, resume_pending
 from monitor.enforce.safety import (
-    HOUR,
-    cap_window,
-    deletes_in_last_hour,
     episode_blocked,
-    freshness_problem,
-    not_deletable,
-    protection_reason,
 )
 from monitor.enforce.state import PendingDelete, Track
 from monitor.exporter.live import RuntimeState
 from monitor.readings.fetch import RunReader
 from monitor.records import Evaluation
-from monitor.rules.catalog import is_measured, spec_of
 from monitor.rules.config import RunRule
 from monitor.snapshots import RunSnapshot
 from monitor.store.state_store import StateStore
@@ -79,11 +72,9 @@ class Enforcer:
         reader: RunReader,
     ) -> None:
         self._settings = settings
-        self.client = client
         self.store = store
         self.runtime = runtime
         self.clock = clock
-        self._reader = reader
         self.journal = Journal(
             store=store,
             runtime=runtime,
@@ -96,12 +87,16 @@ class Enforcer:
         self._countdowns = Countdowns(
             journal=self.journal, clock=clock, settings=lambda: self._settings, cap_count=self._cap_count
         )
-        self._delete_call = DeleteCall(journal=self.journal, clock=clock)
+        self._executor = Executor(
+            settings=settings,
+            client=client,
+            store=store,
+            runtime=runtime,
+            clock=clock,
+            journal=self.journal,
+            reader=reader,
+        )
         self._tracks: dict[tuple[str, str], Track] = {}
-        # Set by a 401: no delete until the config is reloaded or the daemon restarted.
-        self._stopped: str | None = None
-        # (run, rule) whose DELETE kept failing: no new episode until a reload.
-        self._gave_up: set[tuple[str, str]] = set()
         # One decision at a time: two passes must never both pass the cap or both delete.
         self._lock = asyncio.Lock()
         self._show_state()
@@ -115,20 +110,26 @@ class Enforcer:
         """A config reload: the new settings apply to the next decision, and a 401 stop is lifted."""
         self._settings = value
         self.journal.config_hash = value.config_hash()
-        if self._stopped is not None:
-            log.warning("enforcement_resumed", reason="config reloaded", stopped_because=self._stopped)
-        self._stopped = None
-        self._gave_up.clear()
+        self._executor.reload(value)
         self._show_state()
 
     @property
     def stopped(self) -> str | None:
         """Why enforcement is stopped (a 401 during a delete), or None."""
-        return self._stopped
+        return self._executor.stopped
+
+    @property
+    def client(self) -> PrimeClient:
+        return self._executor.client
+
+    @client.setter
+    def client(self, value: PrimeClient) -> None:
+        """A reload that rebuilt the API client: the next DELETE goes through the new one."""
+        self._executor.client = value
 
     def _show_state(self) -> None:
         """The mode and the countdowns in progress, as /metrics shows them."""
-        mode = "stopped" if self._stopped is not None else "dry_run" if self._settings.enforce.dry_run else "live"
+        mode = "stopped" if self.stopped is not None else "dry_run" if self._settings.enforce.dry_run else "live"
         self.runtime.enforcement_mode_is(mode)
         self.runtime.deletes_pending(
             {(t.run_id, t.rule): t.pending.deadline for t in self._tracks.values() if t.pending is not None}
@@ -313,8 +314,8 @@ class Enforcer:
         blocked = episode_blocked(
             self.store,
             track,
-            stopped=self._stopped,
-            gave_up=(track.run_id, track.rule) in self._gave_up,
+            stopped=self.stopped,
+            gave_up=(track.run_id, track.rule) in self._executor.gave_up,
             protection=self._protection(track.run_id, track.run_name, now=now),
             dry_run_on_same_config=self.journal.config_hash if enforce.dry_run else None,
             cap_full=self._cap_count(now) >= enforce.max_deletes_per_hour,
@@ -337,174 +338,23 @@ class Enforcer:
         if self._countdowns.advance(track, rate=rate):
             self._show_state()
 
-    # -- the executor ------------------------------------------------------------------------------
-
-    async def _execute(self, track: Track, *, due: bool) -> None:
-        """The one place a delete is decided and done; every path (countdown, retry, restart) comes here.
-
-        Gates in order: the rule still deletes, the mode (dry run or live) is the one announced, the
-        run is not protected [these cancel at any time]; then, once due: enforcement not stopped,
-        fresh data confirming the breach, room under the hourly cap, a re-read still over the limit
-        and not finished; then dry run records `would_delete`, live writes the intent and DELETEs.
-        """
-        pending = track.pending
-        assert pending is not None
-        now = self.clock.now()
-        rule = self._delete_rule(track.rule)
-        if rule is None:
-            await self._conclude(track, "cancelled", reason=f"rule {track.rule} no longer deletes (config changed)")
-            return
-        if pending.dry_run != self._settings.enforce.dry_run:
-            await self._conclude(track, "cancelled", reason="enforce.dry_run changed since the announcement")
-            return
-        protected = self._protection(track.run_id, pending.run_name, now=now)
-        if protected is not None:
-            await self._conclude(track, "cancelled", reason=f"the run is protected: {protected}")
-            return
-        if not due:
-            return
-        if self._stopped is not None:
-            self._wait(track, f"enforcement is stopped: {self._stopped}")
-            return
-        deciding = pending.intent_id is None
-        if deciding:
-            health = self.runtime.health.get(track.run_id)
-            enforce = self._settings.enforce
-            problem = freshness_problem(
-                health,
-                track.confirmations,
-                now_mono=self.clock.monotonic(),
-                last_confirmed_mono=track.last_confirmed_mono,
-                stale_after=self._stale_after(),
-                confirm_polls=enforce.confirm_polls,
-            )
-            if problem is not None:
-                if health is not None and health.last_poll_failed:
-                    track.confirmations.clear()
-                self._wait(track, problem)
-                return
-            count = self._cap_count(now)
-            if count >= enforce.max_deletes_per_hour:
-                await self._refuse(track, count=count, now=now)
-                return
-        outcome, snapshot, error = await self._reread(track.run_id)
-        extra = [] if snapshot is None else [self._reread_evidence(rule, snapshot)]
-        if outcome == "unauthorized":
-            await self._stop(track, reason=error)
-            return
-        if outcome == "gone":
-            await self._conclude(track, "already_gone", reason="the usage endpoint answers 404: the run is gone")
-            return
-        if not deciding and snapshot is not None and snapshot.terminal:
-            # A DELETE may already have landed (sent before a restart, or an attempt whose answer was
-            # lost): a run that is no longer running gets no second DELETE.
-            await self._delete_call.landed_before(track, snapshot, extra=extra)
-            return
-        if deciding:
-            if snapshot is None:
-                # A failed or implausible re-read is bad data: start confirming again (still no second announcement).
-                track.confirmations.clear()
-                self._wait(track, f"the re-read before the delete failed ({error}); waiting for fresh readings")
-                return
-            cancel = not_deletable(
-                rule,
-                snapshot,
-                now=now,
-                burn_window=self._settings.poll.burn_window,
-                protection=self._protection(snapshot.run_id, snapshot.run_name, now=now),
-                kill_projection=track.kill_projection if rule.kill_ahead else None,
-            )
-            if cancel is not None:
-                await self._conclude(track, "cancelled", reason=cancel, extra=extra)
-                return
-            if pending.dry_run:
-                await self._conclude(track, "would_delete", reason="enforce.dry_run is on: no DELETE sent", extra=extra)
-                return
-            pending.intent_id = self.journal.record(
-                track,
-                "delete_intent",
-                reason="all checks passed: calling DELETE",
-                evidence=Evidence.of([*track.confirmations, *extra], schedule=pending.schedule()),
-                intent_id=pending.episode,
-                dry_run=False,
-            )
-        await self._delete(track, extra=extra, run_gone_on_reread=snapshot is not None and snapshot.terminal)
-
-    async def _delete(self, track: Track, *, extra: list[Reading], run_gone_on_reread: bool) -> None:
-        outcome = await self._delete_call.send(self.client, track, extra=extra, run_gone_on_reread=run_gone_on_reread)
-        if isinstance(outcome, Unauthorized):
-            await self._stop(track, reason=outcome.error, extra=extra)
-        elif outcome == "gave_up":
-            self._gave_up.add((track.run_id, track.rule))
-
-    async def _refuse(self, track: Track, *, count: int, now: float) -> None:
-        assert track.pending is not None
-        enforce = self._settings.enforce
-        window, oldest = cap_window(self.store, dry_run=enforce.dry_run, now=now)
-        would = "would-be deletes (dry run)" if enforce.dry_run else "deletes"
-        reason = f"{count} {would} in the last hour reach enforce.max_deletes_per_hour ({enforce.max_deletes_per_hour})"
-        ctx = self.journal.context(track, track.pending)
-        notice = cap_notice(
-            window_key=window,
-            count=count,
-            limit=enforce.max_deletes_per_hour,
-            dry_run=enforce.dry_run,
-            refused=ctx,
-            reopens_at=None if oldest is None else oldest + HOUR,
-            now=now,
-        )
-        await self._conclude(track, "refused", reason=reason)
-        if self.journal.publish(notice):
-            log.error("enforce_cap_reached", count=count, cap=enforce.max_deletes_per_hour, window=window)
-
-    async def _stop(self, track: Track, *, reason: str, extra: list[Reading] | None = None) -> None:
-        assert track.pending is not None
-        self._stopped = reason
-        self.runtime.enforcement_mode_is("stopped")
-        log.critical("enforcement_stopped", run_id=track.run_id, rule=track.rule, error=reason)
-        notice = stopped_notice(self.journal.context(track, track.pending), reason=reason, now=self.clock.now())
-        why = f"the API refused the key ({reason}); enforcement stopped until a config reload or restart"
-        await self._conclude(track, "failed", reason=why, extra=extra or [], notice=notice)
-
     # -- helpers -----------------------------------------------------------------------------------
 
     def _track(self, run_id: str, rule: str) -> Track:
         return self._tracks.setdefault((run_id, rule), Track(run_id=run_id, rule=rule))
 
+    async def _execute(self, track: Track, *, due: bool) -> None:
+        await self._executor.execute(track, due=due)
+        self._show_state()
+
     def _delete_rule(self, name: str) -> RunRule | None:
-        """The rule if it may delete: `action: delete` on a figure the API reports (config validation
-        refuses the rest; checked again here, where the DELETE is decided)."""
-        return next(
-            (r for r in self._settings.run_rules if r.name == name and r.action == "delete" and is_measured(r.metric)),
-            None,
-        )
+        return self._executor.delete_rule(name)
 
     def _stale_after(self) -> float:
-        return 2.0 * self._settings.poll.interval
+        return self._executor.stale_after()
 
     def _cap_count(self, now: float) -> int:
-        return deletes_in_last_hour(self.store, dry_run=self._settings.enforce.dry_run, now=now)
+        return self._executor.cap_count(now)
 
     def _protection(self, run_id: str, run_name: str | None, *, now: float) -> str | None:
-        patterns = self._settings.enforce.protect
-        return protection_reason(self.store, patterns=patterns, run_id=run_id, run_name=run_name, now=now)
-
-    async def _reread(self, run_id: str) -> tuple[str, RunSnapshot | None, str]:
-        """(outcome, snapshot, error): outcome is ok, gone (404), unauthorized (401) or failed."""
-        read = await self._reader(run_id)
-        if read.kind in ("unauthorized", "not_found"):
-            return ("unauthorized" if read.kind == "unauthorized" else "gone"), None, read.error
-        if not read.ok:
-            return "failed", None, f"{read.kind}: {read.error}"
-        return "ok", read.snapshot, ""
-
-    def _reread_evidence(self, rule: RunRule, snapshot: RunSnapshot) -> Reading:
-        read = spec_of(rule.metric).read
-        value = read(snapshot) if read is not None else None
-        return Reading.of(snapshot, metric=rule.metric, value=value, limit=rule.limit, source="reread")
-
-    def _wait(self, track: Track, reason: str) -> None:
-        assert track.pending is not None
-        if track.pending.waiting != reason:
-            log.info("enforce_delete_waiting", run_id=track.run_id, rule=track.rule, reason=reason)
-            track.pending.waiting = reason
+        return self._executor.protection(run_id, run_name, now=now)
