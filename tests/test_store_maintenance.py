@@ -17,18 +17,16 @@ import structlog
 
 from monitor.snapshots import RunSnapshot
 from monitor.store import maintenance
-from monitor.store.maintenance import NOTIFICATIONS_PER_STEP, ROWS_PER_STEP, STARTUP_DELAY_SECONDS
-from monitor.store.retention import KEEP_NEWEST_READINGS
-from monitor.store.schema import (
-    MIGRATIONS,
+from monitor.store.codec import (
     READING_LAYOUT,
     READING_LAYOUTS,
-    StoreError,
     decode_run_snapshot,
     encode_run_reading,
     encode_run_snapshot,
-    migrate,
 )
+from monitor.store.maintenance import NOTIFICATIONS_PER_STEP, ROWS_PER_STEP, STARTUP_DELAY_SECONDS
+from monitor.store.retention import KEEP_NEWEST_READINGS
+from monitor.store.schema import MIGRATIONS, StoreError, migrate
 from monitor.store.state_store import StateStore
 from tests.support.rig import MonitorRig
 from tests.support.simulator import running_simulator

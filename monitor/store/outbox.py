@@ -20,7 +20,7 @@ from typing import Any, Literal
 import structlog
 
 from monitor.records import Notification, OutboxItem
-from monitor.store.schema import decode_outbox_item, dumps
+from monitor.store.codec import decode_outbox_item, dumps
 
 log = structlog.get_logger("monitor.store.state_store")
 

@@ -21,19 +21,9 @@ import structlog
 
 from monitor.records import ActionRecord, AlertState, Protection
 from monitor.snapshots import RunSnapshot, WalletSnapshot
-from monitor.store.connection import StoreConnection, StoreFileStats
-from monitor.store.file import MEMORY, StateFileRefusedError
-from monitor.store.lock import LockHolder, StateLockedError
-from monitor.store.maintenance import STEP_BUDGET_SECONDS, Maintainer, MaintenanceReport
-from monitor.store.outbox import OutboxTable
-from monitor.store.prune import prune_run_readings, prune_wallet_history, retire_run
-from monitor.store.retention import KEEP_NEWEST_BALANCES, KEEP_NEWEST_READINGS, PRUNE_PER_SAVE, RetentionPolicy
-from monitor.store.schema import (
+from monitor.store.codec import (
     ACTION_COLUMNS,
     ALERT_COLUMNS,
-    SCHEMA_VERSION,
-    SchemaTooNewError,
-    StoreError,
     decode_action,
     decode_alert,
     decode_run_snapshot,
@@ -43,6 +33,14 @@ from monitor.store.schema import (
     encode_alert,
     encode_run_reading,
 )
+from monitor.store.connection import StoreConnection, StoreFileStats
+from monitor.store.file import MEMORY, StateFileRefusedError
+from monitor.store.lock import LockHolder, StateLockedError
+from monitor.store.maintenance import STEP_BUDGET_SECONDS, Maintainer, MaintenanceReport
+from monitor.store.outbox import OutboxTable
+from monitor.store.prune import prune_run_readings, prune_wallet_history, retire_run
+from monitor.store.retention import KEEP_NEWEST_BALANCES, KEEP_NEWEST_READINGS, PRUNE_PER_SAVE, RetentionPolicy
+from monitor.store.schema import SCHEMA_VERSION, SchemaTooNewError, StoreError
 
 __all__ = [
     "SCHEMA_VERSION",
