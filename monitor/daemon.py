@@ -18,15 +18,16 @@ import structlog
 from apscheduler.schedulers.asyncio import AsyncIOScheduler
 
 from monitor.api.client import PrimeClient
-from monitor.cli.check import PassResult
 from monitor.clock import SYSTEM_CLOCK, Clock
-from monitor.config.settings import ConfigError, Settings, load_settings
+from monitor.config.load import load_settings
+from monitor.config.settings import ConfigError, Settings
 from monitor.exporter.collector import build_registry
 from monitor.exporter.health import MonitorHealth
 from monitor.exporter.server import MonitorHttpServer
 from monitor.logs import configure_logging, register_secrets, secrets_of
 from monitor.notify import build_notifiers
 from monitor.notify.base import Notifier
+from monitor.pass_result import PassResult
 from monitor.store.retention import RetentionPolicy
 from monitor.store.schema import StoreError
 from monitor.wiring import Components, build

@@ -11,7 +11,8 @@ import pytest
 import yaml
 from pydantic import BaseModel
 
-from monitor.config.settings import ConfigError, Settings, load_settings
+from monitor.config.load import load_settings
+from monitor.config.settings import ConfigError, Settings
 from monitor.sim.scenario import load_scenario
 
 ROOT = Path(__file__).resolve().parent.parent

@@ -35,7 +35,8 @@ from pydantic import BaseModel
 import monitor.logs
 from monitor.cli.main import main
 from monitor.config.env import env_names
-from monitor.config.settings import ConfigError, Settings, load_settings
+from monitor.config.load import load_settings
+from monitor.config.settings import ConfigError, Settings
 from monitor.rules.config import RUN_METRICS_ABOVE, RUN_METRICS_BELOW, WALLET_METRICS_ABOVE, WALLET_METRICS_BELOW
 
 # Configs tried: each generated config is mutated into VARIANTS configs (see `variants`).

@@ -8,7 +8,8 @@ from pathlib import Path
 import pytest
 
 from monitor.cli.main import main
-from monitor.config.settings import ConfigError, load_config, load_settings
+from monitor.config.load import load_config, load_settings
+from monitor.config.settings import ConfigError
 
 ALIAS_BOMB = "\n".join(
     ["a0: &a0 [x, x, x, x, x, x, x, x, x, x]"]

@@ -11,7 +11,8 @@ from pydantic import SecretStr
 
 from monitor.api.client import PrimeClient, RetryPolicy
 from monitor.clock import ManualClock
-from monitor.config.settings import Settings, load_settings
+from monitor.config.load import load_settings
+from monitor.config.settings import Settings
 from monitor.exporter.live import RuntimeState
 from monitor.poller import Poller
 from monitor.store.state_store import StateStore

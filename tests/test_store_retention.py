@@ -18,7 +18,8 @@ import pytest
 
 from monitor.alerts.machine import advance_alert
 from monitor.alerts.words import AlertContext
-from monitor.config.settings import ConfigError, Settings, load_settings
+from monitor.config.load import load_settings
+from monitor.config.settings import ConfigError, Settings
 from monitor.enforce.messages import DeleteContext, pending_notice, result_notice
 from monitor.records import AlertState, Notification
 from monitor.rules.config import RunRule

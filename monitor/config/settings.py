@@ -11,47 +11,30 @@ from __future__ import annotations
 
 import hashlib
 import json
-import os
 import string
-from collections.abc import Mapping
-from dataclasses import dataclass, field
-from pathlib import Path
-from typing import Annotated, Any, Literal
+from typing import Annotated, Literal
 
 from pydantic import (
     BaseModel,
     ConfigDict,
     Field,
     SecretStr,
-    ValidationError,
     field_validator,
     model_validator,
 )
 from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, SettingsConfigDict
 
 from monitor.config.durations import DAY, HOUR, WEEK, YEAR, Duration, format_duration, within
-from monitor.config.env import deep_merge, read_env
-from monitor.config.errors import format_validation_error
 from monitor.config.types import FilePath, PlainText, SecretUrl, Timeout, Url
 from monitor.config.yaml_reader import (
     ConfigError,
-    YamlDocument,
-    parse_yaml_document,
     parse_yaml_mapping,
-    read_config_bytes,
 )
 from monitor.rules.config import Rule, RunId, RunRule, WalletRule
 
-__all__ = ["ConfigError", "LoadedConfig", "Settings", "load_config", "load_settings", "parse_yaml_mapping"]
+__all__ = ["ConfigError", "Settings", "parse_yaml_mapping"]
 
 DEFAULT_BASE_URL = "https://api.primeintellect.ai"
-# Secrets a config file may hold (they belong in the environment): the file's mode is checked.
-SECRET_PATHS: tuple[tuple[str, ...], ...] = (
-    ("api", "api_key"),
-    ("notify", "slack", "token"),
-    ("notify", "slack", "webhook_url"),
-    ("notify", "webhook", "url"),
-)
 
 
 class _Section(BaseModel):
@@ -338,92 +321,3 @@ class Settings(BaseSettings):
         dumped = self.model_dump(mode="json", exclude={"api": {"api_key"}, "notify": True})
         canonical = json.dumps(dumped, sort_keys=True, separators=(",", ":"))
         return hashlib.sha256(canonical.encode()).hexdigest()[:12]
-
-
-@dataclass(frozen=True)
-class LoadedConfig:
-    """Settings, and what a person should hear about them (unknown env names, a readable secret file)."""
-
-    settings: Settings
-    warnings: list[str] = field(default_factory=list)
-
-
-def load_settings(
-    path: Path | str | None = None,
-    *,
-    overrides: Mapping[str, Any] | None = None,
-    environ: Mapping[str, str] | None = None,
-) -> Settings:
-    """Read, merge and validate; raises ConfigError, and only ConfigError, naming the file and field."""
-    return load_config(path, overrides=overrides, environ=environ).settings
-
-
-def load_config(
-    path: Path | str | None = None,
-    *,
-    overrides: Mapping[str, Any] | None = None,
-    environ: Mapping[str, str] | None = None,
-) -> LoadedConfig:
-    """The settings from `path` (or none), the environment (default os.environ) and `overrides` (tests).
-
-    Raises ConfigError and nothing else for any input: a SIGHUP reload relies on catching it alone.
-    """
-    source = str(path) if path is not None else "configuration"
-    try:
-        return _load(path, overrides=overrides, environ=os.environ if environ is None else environ)
-    except ConfigError:
-        raise
-    except Exception as exc:
-        # Every known bad input has its own message; this net keeps an unforeseen one from escaping
-        # as a traceback (or killing a reload). The value is not quoted: it may be a secret.
-        raise ConfigError(
-            f"{source}: cannot be read as a configuration ({type(exc).__name__}); "
-            "this is a bug in prime-cost-monitor, please report it"
-        ) from None
-
-
-def _load(path: Path | str | None, *, overrides: Mapping[str, Any] | None, environ: Mapping[str, str]) -> LoadedConfig:
-    document = YamlDocument(data={})
-    if path is not None:
-        text = read_config_bytes(Path(path))
-        document = parse_yaml_document(
-            text, source=str(path), error=ConfigError, sections_hint="sections api, watch, rules, ..."
-        )
-    env = read_env(environ, Settings)
-    raw = deep_merge(document.data, env.data)
-    if overrides:
-        raw = deep_merge(raw, dict(overrides))
-    source = str(path) if path is not None else "configuration"
-    try:
-        settings = Settings.model_validate(raw)
-    except ValidationError as exc:
-        raise ConfigError(format_validation_error(exc, source, raw, document=document, env=env)) from None
-    warnings = list(env.warnings)
-    if path is not None:
-        warnings.extend(_readable_secret_warning(Path(path), document.data))
-    return LoadedConfig(settings=settings, warnings=warnings)
-
-
-def _readable_secret_warning(path: Path, data: Mapping[str, Any]) -> list[str]:
-    held = [".".join(where) for where in SECRET_PATHS if _get(data, where) not in (None, "")]
-    if not held:
-        return []
-    try:
-        mode = path.stat().st_mode
-    except (OSError, ValueError):
-        return []
-    if not mode & 0o077:
-        return []
-    return [
-        f"{path} holds a secret ({', '.join(held)}) and can be read by other users (mode {mode & 0o777:o}): "
-        f"run `chmod 600 {path}`, or pass the secret in the environment"
-    ]
-
-
-def _get(data: Mapping[str, Any], where: tuple[str, ...]) -> object:
-    node: object = data
-    for key in where:
-        if not isinstance(node, Mapping):
-            return None
-        node = node.get(key)
-    return node
