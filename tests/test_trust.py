@@ -20,9 +20,9 @@ import pytest
 from prometheus_client import generate_latest
 from prometheus_client.parser import text_string_to_metric_families
 
-from monitor.cli.check import EXIT_UNREADABLE
 from monitor.config.settings import Settings
 from monitor.exporter.collector import build_registry
+from monitor.pass_result import EXIT_UNREADABLE
 from monitor.records import Evaluation
 from monitor.snapshots import RunSnapshot
 from tests.support.rig import MonitorRig

@@ -22,10 +22,12 @@ import structlog
 from rich.console import Console
 
 from monitor import __version__
-from monitor.cli.check import EXIT_CONFIG, EXIT_OK
+from monitor.cli.check import render
 from monitor.config.durations import parse_duration
-from monitor.config.settings import ConfigError, LoadedConfig, Settings, load_config
+from monitor.config.load import LoadedConfig, load_config
+from monitor.config.settings import ConfigError, Settings
 from monitor.logs import configure_logging, register_secrets, scrub, secrets_of
+from monitor.pass_result import EXIT_CONFIG, EXIT_OK
 from monitor.store.schema import StoreError
 
 
@@ -206,7 +208,7 @@ async def _check(settings: Settings, *, as_json: bool) -> int:
     if as_json:
         print(json.dumps(result.to_json(), indent=2))
     else:
-        result.render(Console(soft_wrap=False, width=200))
+        render(result, Console(soft_wrap=False, width=200))
     return result.exit_code
 
 
