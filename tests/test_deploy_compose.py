@@ -16,7 +16,8 @@ import yaml
 from compose_spec import PyOptions
 
 from monitor.sim.scenario import load_scenario
-from tests.support.deploy_files import COMPOSE, DASHBOARD, RULES, run_tool, validate_config
+from tests.support.deploy_files import COMPOSE, DASHBOARD, RULES, run_tool, start_as_shipped, validate_config
+from tests.support.simulator import SimulatorHandle
 
 COMPOSE_FILE = COMPOSE / "compose.yml"
 
@@ -127,3 +128,23 @@ def test_grafana_is_provisioned_with_the_datasource_and_the_dashboard() -> None:
     provider = yaml.safe_load((provisioning / "dashboards" / "prime-cost-monitor.yml").read_text())["providers"][0]
     grafana_mount = next(m for m in _compose()["services"]["grafana"]["volumes"] if m.startswith("../grafana/"))
     assert Path(grafana_mount.split(":")[1]).parent == Path(provider["options"]["path"])
+
+
+def test_the_live_monitor_starts_with_its_key_from_the_secret_file(simulator: SimulatorHandle, tmp_path: Path) -> None:
+    """The `live` profile's monitor as shipped: ./monitor.yml, the key read from the file its
+    PRIME_API_KEY_FILE names (./secrets mounted at /run/secrets), the image's HEALTHCHECK path."""
+    service = _compose()["services"]["monitor"]
+    secrets = tmp_path / "secrets"
+    secrets.mkdir()
+    env: dict[str, str] = {}
+    for name, value in service["environment"].items():
+        if name.endswith("_FILE"):
+            secret_file = secrets / Path(value).relative_to("/run/secrets")
+            secret_file.write_text(simulator.api_key + "\n")  # as `echo KEY > secrets/prime_api_key` leaves it
+            secret_file.chmod(0o600)
+            value = str(secret_file)
+        env[name] = value
+    assert "PRIME_API_KEY" not in env and "PRIME_API_KEY_FILE" in env
+    start_as_shipped(
+        COMPOSE / "monitor.yml", env=env, simulator=simulator, workdir=tmp_path, probes=["/healthz", "/readyz"]
+    )

@@ -15,7 +15,7 @@ import time
 from pathlib import Path
 
 from tests.support.daemon import DaemonFactory, free_port
-from tests.support.deploy_files import DEPLOY, REPO, clean_env, run_tool, validate_config
+from tests.support.deploy_files import DEPLOY, REPO, clean_env, run_tool, start_as_shipped, validate_config
 from tests.support.simulator import SimulatorHandle
 
 DOCKERFILE = REPO / "Dockerfile"
@@ -84,6 +84,19 @@ def test_the_image_config_starts_with_only_the_api_key() -> None:
     assert with_slack.returncode == 0, with_slack.stderr
     cmd = next(argument for name, argument in _instructions() if name == "CMD")
     assert '"/etc/prime-cost-monitor/config.yml"' in cmd
+
+
+def test_the_image_starts_with_only_the_api_key_and_passes_its_healthcheck(
+    simulator: SimulatorHandle, tmp_path: Path
+) -> None:
+    """The image's CMD config with nothing but PRIME_API_KEY (as `docker run -e PRIME_API_KEY=...`)."""
+    start_as_shipped(
+        IMAGE_CONFIG,
+        env={"PRIME_API_KEY": simulator.api_key},
+        simulator=simulator,
+        workdir=tmp_path,
+        probes=["/healthz", "/readyz"],
+    )
 
 
 def _healthcheck(*args: str, env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:

@@ -19,7 +19,8 @@ import pytest
 import yaml
 from cloudcoil.models.prometheus_operator import v1 as prometheus_operator
 
-from tests.support.deploy_files import KUBERNETES, run_tool, validate_config
+from tests.support.deploy_files import KUBERNETES, run_tool, start_as_shipped, validate_config
+from tests.support.simulator import SimulatorHandle
 
 OVERLAY = KUBERNETES / "overlays" / "example-team"
 CRD_MODELS: dict[str, Any] = {
@@ -201,3 +202,21 @@ def test_validate_would_catch_a_bot_token_without_a_channel(base: list[dict[str,
     result = validate_config(path, env={"PRIME_API_KEY": "k", "SLACK_BOT_TOKEN": "xoxb-replace-me"})
     assert result.returncode == 2
     assert "slack.channel is not" in result.stderr
+
+
+@pytest.mark.parametrize("which", ["base", "overlay"])
+def test_the_shipped_pod_starts_and_passes_its_probes(
+    which: str, request: pytest.FixtureRequest, simulator: SimulatorHandle, tmp_path: Path
+) -> None:
+    """The pod as shipped: the ConfigMap's config, the Deployment's environment from the example
+    Secret with the key filled in (Slack's placeholder token left as it is), the probes the kubelet
+    sends."""
+    objects: list[dict[str, Any]] = request.getfixturevalue(which)
+    deployment = one(objects, "Deployment")
+    secret = yaml.safe_load((KUBERNETES / "secret.example.yaml").read_text())
+    secret["stringData"]["PRIME_API_KEY"] = simulator.api_key
+    config = tmp_path / "config.yml"
+    config.write_text(one(objects, "ConfigMap")["data"]["config.yml"])
+    container = deployment["spec"]["template"]["spec"]["containers"][0]
+    probes = [container[kind]["httpGet"]["path"] for kind in ("startupProbe", "livenessProbe", "readinessProbe")]
+    start_as_shipped(config, env=_pod_env(deployment, secret), simulator=simulator, workdir=tmp_path, probes=probes)

@@ -11,9 +11,14 @@ import os
 import shutil
 import subprocess
 import sys
+import time
 from pathlib import Path
 
+import httpx
 import pytest
+
+from tests.support.daemon import DaemonProcess, free_port
+from tests.support.simulator import SimulatorHandle
 
 REPO = Path(__file__).resolve().parents[2]
 DEPLOY = REPO / "deploy"
@@ -23,6 +28,7 @@ DASHBOARD = DEPLOY / "grafana" / "prime-cost-monitor.json"
 COMPOSE = DEPLOY / "compose"
 KUBERNETES = DEPLOY / "kubernetes"
 TOOL_TIMEOUT_S = 60
+START_TIMEOUT_S = 45
 
 
 def tool(name: str) -> str:
@@ -64,3 +70,47 @@ def validate_config(path: Path, *, env: dict[str, str]) -> subprocess.CompletedP
         env=clean_env(env),
         check=False,
     )
+
+
+def _probe(port: int, path: str) -> int | None:
+    try:
+        return httpx.get(f"http://127.0.0.1:{port}{path}", timeout=2).status_code
+    except httpx.HTTPError:
+        return None
+
+
+def start_as_shipped(
+    config: Path, *, env: dict[str, str], simulator: SimulatorHandle, workdir: Path, probes: list[str]
+) -> None:
+    """Run `prime-cost-monitor run` on a shipped config and environment until every probe path answers
+    200, then SIGTERM it: it must not exit early, must stop with 0 and log no error and no non-JSON
+    line. Only what this sandbox forces is changed: the API is the simulator (no network), the server
+    listens on loopback, and the state file is in `workdir`, not on a volume."""
+    port = free_port()
+    full_env = {k: v for k, v in os.environ.items() if not k.startswith(("PRIME_", "SLACK_"))}
+    full_env.update(env)
+    full_env.update(
+        PRIME_API_BASE_URL=simulator.base_url,
+        PRIME_MONITOR_SERVER__LISTEN=f"127.0.0.1:{port}",
+        PRIME_MONITOR_STATE__PATH=str(workdir / "state.db"),
+        PYTHONUNBUFFERED="1",
+    )
+    daemon = DaemonProcess(config_path=config, workdir=workdir, env=full_env, metrics_port=port)
+    daemon.start()
+    assert daemon.proc is not None
+    answers: dict[str, int | None] = {}
+    try:
+        deadline = time.monotonic() + START_TIMEOUT_S
+        while time.monotonic() < deadline and daemon.proc.poll() is None:
+            answers = {path: _probe(port, path) for path in probes}
+            if all(code == 200 for code in answers.values()):
+                break
+            time.sleep(0.5)
+        assert daemon.proc.poll() is None, f"the daemon exited ({daemon.proc.returncode}):\n{daemon.tail()}"
+        assert answers == dict.fromkeys(probes, 200), daemon.tail()
+        assert daemon.events("daemon_started"), daemon.tail()
+    finally:
+        code = daemon.stop()
+    assert code == 0, daemon.tail()
+    assert not [e for e in daemon.logs() if e.get("level") in ("error", "critical")], daemon.tail()
+    assert not daemon.events("__raw__"), daemon.tail()
