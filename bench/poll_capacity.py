@@ -174,7 +174,7 @@ class Bench:
     async def one_pass(self, mode: str) -> Pass:
         n = len(self.ids)
         if mode == "wrk":
-            result = await asyncio.to_thread(
+            wrk = await asyncio.to_thread(
                 run_wrk,
                 self.sim.base_url,
                 self.ids,
@@ -184,10 +184,10 @@ class Bench:
                 workdir=self.workdir,
             )
             return Pass(
-                runs=result.requests,
-                seconds=result.seconds,
-                cpu_seconds=result.cpu_seconds,
-                polled=result.requests - result.errors,
+                runs=wrk.requests,
+                seconds=wrk.seconds,
+                cpu_seconds=wrk.cpu_seconds,
+                polled=wrk.requests - wrk.errors,
             )
         if mode in ("bare aiohttp", "bare httpx"):
             call = aiohttp_usage_call(self.session) if mode == "bare aiohttp" else bare_usage_call(self.http)
@@ -213,10 +213,10 @@ class Bench:
         daemon = self.daemons[mode]
 
         async def daemon_pass() -> int:
-            before = daemon.runtime.requests.count("usage", "200")
+            before = int(daemon.runtime.requests.count("usage", "200"))
             daemon.poller.watch.make_all_due()
             await daemon.poller.poll_due_runs()
-            return daemon.runtime.requests.count("usage", "200") - before
+            return int(daemon.runtime.requests.count("usage", "200")) - before
 
         return await timed(daemon_pass, runs=n)
 

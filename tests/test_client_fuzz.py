@@ -251,7 +251,7 @@ def mutated_documents(draw: st.DrawFn, endpoint: str) -> Any:
         if operation == "add" and holders:
             path = (*draw(st.sampled_from(holders)), "x_hostile")
             doc = _mutate(doc, path, drop=False, value=draw(HOSTILE_VALUES))
-        elif paths and draw(st.integers(0, 19)):
+        elif paths and draw(st.integers(0, 19)) > 0:
             path = draw(st.sampled_from(paths))
             drop = operation == "drop"
             doc = _mutate(doc, path, drop=drop, value=None if drop else draw(HOSTILE_VALUES))

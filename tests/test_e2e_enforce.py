@@ -38,7 +38,16 @@ CAP_USD = 1.0
 RULE = "run-cap"
 # The reactive path: a countdown only once the cap is crossed (anticipation: tests/test_anticipation.py).
 # These tests time the grace period itself (a CLI call lands inside it), so it is never shortened for pace.
-LIVE = {"dry_run": False, "grace_period": 2, "confirm_polls": 2, "anticipate": False, "grace_overspend_cap": None}
+# Reactive enforcement (no anticipation, no grace cut): what the bounds below are computed for.
+GRACE_PERIOD = 2
+CONFIRM_POLLS = 2
+LIVE: dict[str, Any] = {
+    "dry_run": False,
+    "grace_period": GRACE_PERIOD,
+    "confirm_polls": CONFIRM_POLLS,
+    "anticipate": False,
+    "grace_overspend_cap": None,
+}
 
 
 def scenario() -> dict[str, Any]:
@@ -238,7 +247,7 @@ def test_a_run_over_its_cap_is_deleted_once_announced_before_and_after_and_audit
     # The bound, from the TRUE crossing: the billing lag (usage lands at the next meter boundary, up to
     # meter_interval later), confirm_polls polls one interval apart, the grace period, then one enforce
     # tick (1 s) and 1 s for scheduling and the HTTP round trips.
-    bound = METER_INTERVAL + LIVE["confirm_polls"] * POLL_INTERVAL + LIVE["grace_period"] + 2.0
+    bound = METER_INTERVAL + CONFIRM_POLLS * POLL_INTERVAL + GRACE_PERIOD + 2.0
     dollars, percent = overspend(entry, CAP_USD)
     print(
         f"\noverspend (test 1, $0.20/s, cap ${CAP_USD:.2f}, grace {LIVE['grace_period']}s, confirm_polls"
@@ -274,7 +283,7 @@ def test_a_run_over_its_cap_is_deleted_once_announced_before_and_after_and_audit
         assert action["run_id"] == "run-live" and action["rule"] == RULE
         assert action["config_hash"] == config_hash and action["dry_run"] is False
         readings = [e for e in action["evidence"] if e["source"] in ("poll", "reread")]
-        assert len(readings) >= LIVE["confirm_polls"]
+        assert len(readings) >= CONFIRM_POLLS
         for reading in readings:
             assert reading["value"] > reading["limit"] == CAP_USD
             assert reading["total_cost_usd"] == reading["value"]
@@ -423,7 +432,7 @@ BAD_DATA: dict[str, dict[str, Any]] = {
 def test_no_delete_on_failed_unparsable_or_hanging_reads_until_fresh_valid_readings_confirm(
     sim: SimulatorHandle, fake_slack: FakeSlack, daemon_factory: DaemonFactory
 ) -> None:
-    grace = LIVE["grace_period"]
+    grace = GRACE_PERIOD
     daemon = daemon_factory(
         sim,
         rules=[cap_rule()],

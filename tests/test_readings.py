@@ -41,7 +41,7 @@ def reading(at: float, *, train: int, inp: int, out: int, records: int, **overri
         inference_output_tokens=out,
         total_tokens=train + inp + out,
         record_count=records,
-        **PRICES,
+        **PRICES,  # type: ignore[arg-type]
         **fields,  # type: ignore[arg-type]
     )
 

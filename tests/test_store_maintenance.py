@@ -24,7 +24,7 @@ from monitor.store.codec import (
     encode_run_reading,
     encode_run_snapshot,
 )
-from monitor.store.maintenance import NOTIFICATIONS_PER_STEP, ROWS_PER_STEP, STARTUP_DELAY_SECONDS
+from monitor.store.maintenance import NOTIFICATIONS_PER_STEP, ROWS_PER_STEP, STARTUP_DELAY_SECONDS, MaintenanceReport
 from monitor.store.retention import KEEP_NEWEST_READINGS
 from monitor.store.schema import MIGRATIONS, StoreError, migrate
 from monitor.store.state_store import StateStore
@@ -158,7 +158,7 @@ def test_a_backlog_is_worked_off_in_bounded_steps_over_several_calls(tmp_path: P
             )
         for item in store.outbox.pending():
             store.outbox.mark_delivered(item.id, now=T0)
-        reports = []
+        reports: list[MaintenanceReport] = []
         while not reports or not reports[-1].cycle_done:
             report = store.maintain(POLICY, now=T0 + 30 * DAY, force=True, budget=0.0)  # one step per call
             assert report is not None and report.steps == 1 and report.error is None

@@ -105,7 +105,7 @@ async def test_failing_runs_are_confined_and_told_once_while_a_breaching_run_is_
     # A bug in the processing of one run's readings: a real exception inside the pipeline.
     import monitor.pipeline as pipeline_module
 
-    real_evaluate = pipeline_module.evaluate_run
+    real_evaluate = pipeline_module.evaluate_run  # type: ignore[attr-defined]
 
     def evaluate_or_crash(rule: Any, snapshot: RunSnapshot, *args: Any, **kwargs: Any) -> Evaluation | None:
         if snapshot.run_id == "run-raises":
