@@ -98,7 +98,15 @@ def daemon_config(sim: SimulatorProcess, *, runs: int, interval: float, port: in
     return {
         "api": {"base_url": sim.base_url, "timeout": "10s", "max_concurrency": 16},
         "watch": {"discover": True, "wallet_rows": runs + 10},
-        "poll": {"interval": interval, "min_interval": min(5.0, interval), "wallet_interval": 60},
+        # Every run every interval: these figures are the cost per read at a known rate, so polling by
+        # time to limit (which reads runs far from their caps rarely) and the read budget are off.
+        "poll": {
+            "interval": interval,
+            "min_interval": min(5.0, interval),
+            "wallet_interval": 60,
+            "adaptive": False,
+            "max_requests_per_second": 0,
+        },
         "rules": [
             {"name": "run-cap", "scope": "run", "metric": "total_cost_usd", "threshold": 10_000, "warn_at": [0.5, 0.8]},
             {"name": "burn", "scope": "run", "metric": "burn_rate_usd_per_hour", "threshold": 10_000},

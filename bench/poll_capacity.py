@@ -102,7 +102,13 @@ def settings_for(base_url: str, ids: list[str], state_path: Path) -> Settings:
     return Settings(
         api={"base_url": base_url, "api_key": API_KEY, "max_concurrency": CONCURRENCY, "timeout": 30},
         watch={"runs": ids, "discover": False},
-        poll={"interval": POLL_INTERVAL, "min_interval": POLL_INTERVAL},
+        # Every run on every pass: no polling by time to limit, no read budget (50/s by default).
+        poll={
+            "interval": POLL_INTERVAL,
+            "min_interval": POLL_INTERVAL,
+            "adaptive": False,
+            "max_requests_per_second": 0,
+        },
         rules=RULES,
         server={"enabled": False},
         state={"path": str(state_path)},
