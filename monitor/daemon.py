@@ -81,6 +81,8 @@ class Daemon:
         self._reloading: asyncio.Task[bool] | None = None
         # The last error of each job that is failing: repeats are not logged again.
         self._job_errors: dict[str, str] = {}
+        # API clients replaced by a reload, still finishing the reads in flight on them.
+        self._retiring_clients: set[PrimeClient] = set()
 
     # The components, by name, for the demo, `check` and tests.
     @property
@@ -279,8 +281,15 @@ class Daemon:
             await self.parts.dispatcher.deliver_due()
         if self.server is not None:
             await self.server.stop()
+        for client in list(self._retiring_clients):
+            await self._close_retired(client)
         await self.parts.aclose()
         log.info("daemon_stopped")
+
+    async def _close_retired(self, client: PrimeClient) -> None:
+        if client in self._retiring_clients:
+            self._retiring_clients.discard(client)
+            await client.aclose()
 
     # Reload ---------------------------------------------------------------------------------
 
@@ -320,9 +329,10 @@ class Daemon:
         if "api" in changed:
             old_client = parts.client
             parts.use_client(PrimeClient.from_settings(new.api, clock=self.clock, stats=parts.runtime.requests))
-            # Reads in flight finish on the old client; it closes once they are done.
+            # Reads in flight finish on the old client; it closes once they are done, or at shutdown.
+            self._retiring_clients.add(old_client)
             asyncio.get_running_loop().call_later(
-                self._api_budget(), lambda: asyncio.ensure_future(old_client.aclose())
+                self._api_budget(), lambda: asyncio.ensure_future(self._close_retired(old_client))
             )
         if "notify" in changed and not self._fixed_notifiers:
             await parts.dispatcher.replace_notifiers(build_notifiers(new.notify))

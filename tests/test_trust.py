@@ -17,10 +17,14 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+import yaml
 from prometheus_client import generate_latest
 from prometheus_client.parser import text_string_to_metric_families
 
+from monitor.clock import ManualClock
+from monitor.config.load import load_settings
 from monitor.config.settings import Settings
+from monitor.daemon import Daemon
 from monitor.exporter.collector import build_registry
 from monitor.pass_result import EXIT_UNREADABLE
 from monitor.records import Evaluation
@@ -321,3 +325,43 @@ async def test_a_host_clock_jump_cannot_cut_the_grace_period_short(sims: Any, tm
             break
     assert sim.run_ledger("run-hot")["first_delete_at"] - announced >= 60
     await rig.close()
+
+
+async def test_a_client_a_reload_replaced_is_closed_at_shutdown_without_waiting(
+    sims: Any, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A rotated key builds a new client; the old one finishes its reads and is closed, at the latest
+    when the daemon stops (a SIGTERM soon after a SIGHUP must not leave its connections open)."""
+    sim = sims(run("run-a"))
+    config = tmp_path / "config.yml"
+
+    def write_config(timeout: float) -> None:
+        config.write_text(
+            yaml.safe_dump(
+                {
+                    "api": {"base_url": sim.base_url, "timeout": timeout},
+                    "watch": {"runs": ["run-a"], "discover": False},
+                    "state": {"path": str(tmp_path / "state.db")},
+                }
+            )
+        )
+
+    write_config(5)
+    environ = {"PRIME_API_KEY": sim.api_key}
+    daemon = Daemon(
+        settings=load_settings(config, environ=environ),
+        config_path=config,
+        clock=ManualClock(start=sim.now()),
+        notifiers=[],
+        serve_http=False,
+    )
+    await daemon.start()
+    await daemon.one_pass()
+    first = daemon.parts.client
+    write_config(7)
+    monkeypatch.setenv("PRIME_API_KEY", sim.api_key)  # the reload reads the process's environment
+    assert await daemon.apply_reload()
+    second = daemon.parts.client
+    assert second is not first and not first.closed  # reads in flight may still finish on it
+    await daemon.shutdown()
+    assert first.closed and second.closed

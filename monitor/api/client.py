@@ -161,6 +161,10 @@ class PrimeClient:
     async def aclose(self) -> None:
         await self._http.aclose()
 
+    @property
+    def closed(self) -> bool:
+        return self._http.is_closed
+
     # The endpoints --------------------------------------------------------------------------
 
     async def get_run_usage(self, run_id: str, *, urgent: bool = False) -> RunUsageResponse:
