@@ -7,14 +7,21 @@ import asyncio
 import io
 import json
 import logging
+from pathlib import Path
 
 import pytest
 import structlog
 from apscheduler.schedulers.asyncio import AsyncIOScheduler
+from prometheus_client import generate_latest
+from prometheus_client.parser import text_string_to_metric_families
 from pydantic import SecretStr
 
 import monitor.logs
+from monitor.config.settings import Settings
+from monitor.daemon import Daemon
+from monitor.exporter.collector import build_registry
 from monitor.logs import REDACTED, configure_logging, register_secrets
+from tests.support.simulator import running_simulator
 
 API_KEY = "pk-live-0123456789abcdefSECRETKEY"
 WEBHOOK = "https://hooks.slack.com/services/T0001/B0001/XXXXXXXXXXXXXXXXXXXXXXXX"
@@ -96,3 +103,48 @@ def test_library_chatter_below_warning_is_not_written_and_our_info_is() -> None:
         ("poll_done", "info", None),
         ("Task exception was never retrieved", "error", "asyncio"),
     ]
+
+
+async def test_the_daemons_skipped_job_runs_are_counted_not_logged(tmp_path: Path) -> None:
+    """The same APScheduler warning from the daemon's own scheduler (its 0.25 s enforce tick behind a
+    slow tick): a counter per job on /metrics, no log line each time."""
+    stream = io.StringIO()
+    configure_logging(fmt="json", level="info", stream=stream)
+    with running_simulator() as sim:
+        settings = Settings(
+            api={"base_url": sim.base_url, "api_key": sim.api_key},
+            watch={"discover": False},
+            server={"enabled": False},
+            state={"path": str(tmp_path / "state.db")},
+        )
+        daemon = Daemon(settings=settings, notifiers=[], serve_http=False)
+        release = asyncio.Event()
+
+        async def slow_tick() -> None:
+            await release.wait()
+
+        daemon.parts.enforcer.tick = slow_tick  # type: ignore[method-assign]
+        scheduler = daemon._schedule()
+        scheduler.start()
+        try:
+            for _ in range(100):
+                if daemon.parts.runtime.jobs_skipped["enforce"] >= 2:
+                    break
+                await asyncio.sleep(0.05)
+        finally:
+            scheduler.pause()
+            release.set()
+            await asyncio.sleep(0.05)
+            scheduler.shutdown(wait=False)
+            await daemon.parts.aclose()
+            daemon.parts.store.close()
+    exposition = generate_latest(build_registry(daemon.parts.runtime, include_process=False)).decode()
+    skipped = {
+        sample.labels["job"]: sample.value
+        for family in text_string_to_metric_families(exposition)
+        for sample in family.samples
+        if sample.name == "prime_monitor_job_runs_skipped_total"
+    }
+    assert skipped["enforce"] >= 2
+    assert set(skipped) == {"poll_runs", "poll_wallet", "deliver_outbox", "enforce", "housekeeping"}
+    assert "maximum number of running instances" not in stream.getvalue()

@@ -178,6 +178,8 @@ def sample_runtime() -> RuntimeState:
     runtime.last_poll_success_at = T0 - 10
     runtime.last_wallet_success_at = T0 - 20
     runtime.heartbeat_at = T0 - 5
+    runtime.jobs_scheduled(["poll_runs", "enforce"])
+    runtime.job_skipped("enforce")
     return runtime
 
 

@@ -17,6 +17,7 @@ change made to the dicts directly, not through a method, is invisible to a scrap
 from __future__ import annotations
 
 from collections import Counter
+from collections.abc import Iterable
 from dataclasses import dataclass, field
 from typing import Literal
 
@@ -210,6 +211,8 @@ class RuntimeState:
     notifications_superseded: Counter[str] = field(default_factory=Counter)
     # Config reloads by outcome (applied, rejected), and whether the last one applied.
     reloads: Counter[str] = field(default_factory=Counter)
+    # Scheduled runs of a job skipped because its last run had not finished, by job.
+    jobs_skipped: Counter[str] = field(default_factory=Counter)
     last_reload_ok: bool | None = None
     # Money the wallet lost since the monitor started (sum of balance decreases), by wallet id.
     wallet_spend_total: dict[str, float] = field(default_factory=dict)
@@ -357,6 +360,13 @@ class RuntimeState:
     def store_works(self) -> None:
         self.store_failing_since = self.store_failing_mono = None
         self.store_error = None
+
+    def jobs_scheduled(self, jobs: Iterable[str]) -> None:
+        for job in jobs:
+            self.jobs_skipped.setdefault(job, 0)
+
+    def job_skipped(self, job: str) -> None:
+        self.jobs_skipped[job] += 1
 
     def job_finished(self, job: str, *, ok: bool, mono: float) -> None:
         if ok:

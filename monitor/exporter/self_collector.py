@@ -105,7 +105,15 @@ class SelfCollector(Collector):
         for wallet_id, spent in sorted(runtime.wallet_spend_total.items()):
             team = wallet.team_id if wallet is not None and wallet.wallet_id == wallet_id else None
             spend.add_metric([_label(wallet_id), _label(team)], spent)
-        yield from (mode, pending, deadline, backlog, oldest, superseded, reloads, spend)
+        skipped = CounterMetricFamily(
+            "prime_monitor_job_runs_skipped",
+            "Scheduled runs of a job skipped because its previous run had not finished (a slow job or a busy"
+            " event loop; the next run follows on time), by job.",
+            labels=["job"],
+        )
+        for job, count in sorted(runtime.jobs_skipped.items()):
+            skipped.add_metric([_label(job)], float(count))
+        yield from (mode, pending, deadline, backlog, oldest, superseded, reloads, spend, skipped)
         yield GaugeMetricFamily(
             "prime_monitor_config_last_reload_success",
             "1 if the last config reload applied (also before any reload), 0 if it was rejected.",
