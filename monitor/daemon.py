@@ -304,8 +304,13 @@ class Daemon:
             await self.parts.dispatcher.deliver_due()
         if self.server is not None:
             await self.server.stop()
+        if self._reloading is not None and not self._reloading.done():
+            self._reloading.cancel()  # a SIGHUP during shutdown builds nothing that would stay open
+            with contextlib.suppress(asyncio.CancelledError, Exception):
+                await self._reloading
         for client in list(self._retiring_clients):
-            await self._close_retired(client)
+            with contextlib.suppress(Exception):  # one stuck close must not keep the store open
+                await self._close_retired(client)
         await self.parts.aclose()
         log.info("daemon_stopped")
 

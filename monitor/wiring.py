@@ -56,7 +56,7 @@ class Components:
         self.runtime.forget_run(run_id)
         self.poller.forget(run_id)
         self.pipeline.forget(run_id)
-        self.store.forget_run(run_id)
+        self.store.forget_run(run_id, now=self.clock.now())
 
     async def aclose(self) -> None:
         await self.dispatcher.aclose()

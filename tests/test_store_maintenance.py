@@ -203,8 +203,9 @@ def test_a_reading_is_stored_compactly_read_back_exactly_and_old_rows_still_read
     compact, old = encode_run_reading(snapshot), encode_run_snapshot(snapshot.to_dict())
     assert len(compact) < len(old) / 1.5
     assert decode_run_snapshot("run-a", T0, compact) == snapshot == decode_run_snapshot("run-a", T0, old)
-    with pytest.raises(StoreError, match="damaged row"):
-        decode_run_snapshot("run-a", T0, compact.replace("[1,", "[1,0,", 1))
+    for damaged in (compact.replace("[1,", "[1,0,", 1), "[]", "[99]", '{"x"'):
+        with pytest.raises(StoreError, match="damaged row"):
+            decode_run_snapshot("run-a", T0, damaged)
 
 
 # -- the daemon -----------------------------------------------------------------------------------------

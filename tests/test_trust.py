@@ -363,5 +363,6 @@ async def test_a_client_a_reload_replaced_is_closed_at_shutdown_without_waiting(
     assert await daemon.apply_reload()
     second = daemon.parts.client
     assert second is not first and not first.closed  # reads in flight may still finish on it
+    assert daemon.parts.poller.client is second and daemon.parts.enforcer.client is second  # DELETEs too
     await daemon.shutdown()
     assert first.closed and second.closed

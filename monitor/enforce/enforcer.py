@@ -26,11 +26,6 @@ import asyncio
 import structlog
 
 from monitor.api.client import PrimeClient
-from monitor.api.errors import (
-    RateLimitedError,
-    ServerError,
-    UnreachableError,
-)
 from monitor.clock import Clock
 from monitor.config.settings import Settings
 from monitor.enforce.countdown import Countdowns
@@ -53,8 +48,6 @@ from monitor.store.state_store import StateStore
 __all__ = ["Enforcer", "NotificationPublisher"]
 
 log = structlog.get_logger(__name__)
-
-_RETRYABLE = (ServerError, UnreachableError, RateLimitedError)
 
 
 class Enforcer:
@@ -344,8 +337,7 @@ class Enforcer:
         return self._tracks.setdefault((run_id, rule), Track(run_id=run_id, rule=rule))
 
     async def _execute(self, track: Track, *, due: bool) -> None:
-        await self._executor.execute(track, due=due)
-        self._show_state()
+        await self._executor.execute(track, due=due)  # the callers show the new state once per pass
 
     def _delete_rule(self, name: str) -> RunRule | None:
         return self._executor.delete_rule(name)

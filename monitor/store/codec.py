@@ -29,7 +29,7 @@ def row_codec(decode: Callable[_Args, _Decoded]) -> Callable[_Args, _Decoded]:
     def checked(*args: _Args.args, **kwargs: _Args.kwargs) -> _Decoded:
         try:
             return decode(*args, **kwargs)
-        except (ValueError, TypeError, KeyError, AttributeError) as exc:
+        except (ValueError, TypeError, LookupError, AttributeError) as exc:
             raise StoreError(f"a damaged row in the state store ({decode.__name__}): {type(exc).__name__}") from exc
 
     return checked
