@@ -14,7 +14,8 @@ from typing import Any
 
 from monitor.config.settings import Settings
 from monitor.exporter.health import KEY_REFUSED, blind_causes
-from monitor.exporter.live import RunHealth, RuntimeState
+from monitor.exporter.live import RuntimeState
+from monitor.exporter.read_health import RunHealth
 from monitor.records import Evaluation
 from monitor.snapshots import RunSnapshot, WalletSnapshot
 

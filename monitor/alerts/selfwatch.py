@@ -35,7 +35,8 @@ from monitor.exporter.health import (
     ChannelState,
     blind_causes,
 )
-from monitor.exporter.live import RunHealth, RuntimeState
+from monitor.exporter.live import RuntimeState
+from monitor.exporter.read_health import RunHealth
 from monitor.notify.outbox import OutboxDispatcher
 from monitor.records import Notification
 from monitor.store.schema import StoreError

@@ -12,7 +12,7 @@ from fnmatch import fnmatchcase
 from monitor.config.durations import format_duration
 from monitor.enforce.evidence import Projection, Reading
 from monitor.enforce.state import Track
-from monitor.exporter.live import RunHealth
+from monitor.exporter.read_health import RunHealth
 from monitor.rules.config import RunRule
 from monitor.rules.evaluate import evaluate_run
 from monitor.snapshots import RunSnapshot

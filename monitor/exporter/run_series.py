@@ -24,7 +24,8 @@ from prometheus_client.registry import Collector
 from prometheus_client.utils import floatToGoString
 
 from monitor.exporter.labels import MAX_NAME_LABEL_CHARS, label_value
-from monitor.exporter.live import RunHealth, RuntimeState
+from monitor.exporter.live import RuntimeState
+from monitor.exporter.read_health import RunHealth
 from monitor.records import Evaluation
 from monitor.rules.catalog import CATALOG
 from monitor.snapshots import RunSnapshot

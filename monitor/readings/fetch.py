@@ -26,7 +26,8 @@ from monitor.snapshots import RunSnapshot
 
 @dataclass(frozen=True, slots=True)
 class RunRead:
-    """What one read of a run gave: a reading (kind "ok"), or a failure of a kind (see runtime.ReadKind)."""
+    """What one read of a run gave: a reading (kind "ok"), or a failure of a kind
+    (see monitor.exporter.read_health.ReadKind)."""
 
     kind: str
     snapshot: RunSnapshot | None = None
