@@ -14,6 +14,7 @@ pytest_plugins = [
     "tests.support.fake_slack",
     "tests.support.daemon",
     "tests.support.prometheus",
+    "tests.support.canned_api",
 ]
 
 

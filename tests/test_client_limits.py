@@ -10,7 +10,6 @@ from __future__ import annotations
 import gzip
 import json
 import zlib
-from collections.abc import AsyncIterator
 from typing import Any
 
 import pytest
@@ -20,25 +19,8 @@ from monitor.api.client import PrimeClient, RetryPolicy
 from monitor.api.errors import InvalidResponseError, UnreachableError
 from monitor.clock import ManualClock
 from monitor.config.settings import ApiSettings
-from tests.support.canned_api import CannedApi, CannedReply, serve_canned_api
+from tests.support.canned_api import GOOD_USAGE, CannedApi, CannedReply, MiB
 from tests.support.simulator import SimulatorHandle
-
-MiB = 1024 * 1024
-GOOD_USAGE: dict[str, Any] = {
-    "run_id": "run-1",
-    "training": {"tokens": 1000, "cost_usd": 0.3},
-    "inference": {"tokens": 500, "input_tokens": 300, "output_tokens": 200, "cost_usd": 0.1},
-    "total_tokens": 1500,
-    "total_cost_usd": 0.4,
-    "pricing": {"training_per_mtok": 0.3, "inference_input_per_mtok": 0.1, "inference_output_per_mtok": 0.3},
-    "record_count": 2,
-}
-
-
-@pytest.fixture
-async def api() -> AsyncIterator[CannedApi]:
-    async with serve_canned_api() as server:
-        yield server
 
 
 def make_client(base_url: str, **overrides: Any) -> PrimeClient:

@@ -28,18 +28,8 @@ from monitor.api.errors import InvalidResponseError, UnreachableError
 from monitor.api.transport import TRANSPORTS, TransportName
 from monitor.clock import ManualClock
 from monitor.config.settings import ApiSettings
-from tests.support.canned_api import CannedApi, CannedReply, serve_canned_api
+from tests.support.canned_api import GOOD_USAGE, CannedApi, CannedReply, MiB
 
-MiB = 1024 * 1024
-GOOD_USAGE: dict[str, Any] = {
-    "run_id": "run-1",
-    "training": {"tokens": 1000, "cost_usd": 0.3},
-    "inference": {"tokens": 500, "input_tokens": 300, "output_tokens": 200, "cost_usd": 0.1},
-    "total_tokens": 1500,
-    "total_cost_usd": 0.4,
-    "pricing": {"training_per_mtok": 0.3, "inference_input_per_mtok": 0.1, "inference_output_per_mtok": 0.3},
-    "record_count": 2,
-}
 GOOD_BODY = json.dumps(GOOD_USAGE).encode()
 GOOD_ANSWER = (
     b"HTTP/1.1 200 OK\r\nContent-Type: application/json\r\nContent-Length: %d\r\n\r\n" % len(GOOD_BODY) + GOOD_BODY
@@ -117,12 +107,6 @@ async def raw_server(script: Script) -> AsyncIterator[RawServer]:
         listener.close()
         await server.close_connections()
         await listener.wait_closed()
-
-
-@pytest.fixture
-async def api() -> AsyncIterator[CannedApi]:
-    async with serve_canned_api() as server:
-        yield server
 
 
 # --- what both pools keep ----------------------------------------------------------------------------------

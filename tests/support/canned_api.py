@@ -22,8 +22,22 @@ import asyncio
 from collections.abc import AsyncIterator, Callable, Sequence
 from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
+from typing import Any
 
+import pytest
 from aiohttp import web
+
+MiB = 1024 * 1024
+# A usage answer the client accepts: what the tests of its limits and pools break or repeat.
+GOOD_USAGE: dict[str, Any] = {
+    "run_id": "run-1",
+    "training": {"tokens": 1000, "cost_usd": 0.3},
+    "inference": {"tokens": 500, "input_tokens": 300, "output_tokens": 200, "cost_usd": 0.1},
+    "total_tokens": 1500,
+    "total_cost_usd": 0.4,
+    "pricing": {"training_per_mtok": 0.3, "inference_input_per_mtok": 0.1, "inference_output_per_mtok": 0.3},
+    "record_count": 2,
+}
 
 
 @dataclass(frozen=True)
@@ -95,3 +109,10 @@ async def serve_canned_api() -> AsyncIterator[CannedApi]:
         yield api
     finally:
         await api.stop()
+
+
+@pytest.fixture
+async def api() -> AsyncIterator[CannedApi]:
+    """A canned API on the test's event loop."""
+    async with serve_canned_api() as server:
+        yield server
