@@ -26,7 +26,6 @@ import os
 import signal
 import statistics
 import subprocess
-import sys
 import tempfile
 import time
 from collections import Counter
@@ -35,9 +34,7 @@ from pathlib import Path
 from typing import Any
 
 import httpx
-import yaml
 from harness import (
-    API_KEY,
     SimulatorProcess,
     count_of,
     cpu_seconds,
@@ -46,6 +43,7 @@ from harness import (
     memory_kib,
     simulator_process,
     sniffio_note,
+    start_daemon,
 )
 
 READY_TIMEOUT = 60.0
@@ -159,22 +157,10 @@ def run_soak(*, label: str, runs: int, minutes: float, interval: float, sample_s
     soak = Soak(runs=runs, minutes=minutes, interval=interval)
     with simulator_process(runs=runs, workdir=workdir) as sim:
         port = free_port()
-        config_path = workdir / "config.yml"
         config = daemon_config(sim, runs=runs, interval=interval, port=port, state=workdir / "state.db")
-        config_path.write_text(yaml.safe_dump(config), encoding="utf-8")
-        env = {k: v for k, v in os.environ.items() if not k.startswith(("PRIME_", "SLACK_"))}
-        env["PRIME_API_KEY"] = API_KEY
-        log_path = workdir / "daemon.log"
         base = f"http://127.0.0.1:{port}"
         started = time.monotonic()
-        with log_path.open("ab") as log:
-            proc = subprocess.Popen(
-                [sys.executable, "-m", "monitor", "run", "--config", str(config_path)],
-                stdout=log,
-                stderr=subprocess.STDOUT,
-                env=env,
-                cwd=workdir,
-            )
+        proc, log_path = start_daemon(config, workdir=workdir)
         try:
             wait_ready(proc, base, log_path)
             ready = time.monotonic()

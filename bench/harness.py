@@ -159,6 +159,25 @@ def simulator_process(
                 proc.wait(timeout=10)
 
 
+def start_daemon(config: dict[str, Any], *, workdir: Path) -> tuple[subprocess.Popen[bytes], Path]:
+    """`python -m monitor run` on `config` (written to workdir/config.yml) as its own process, with the
+    bench key and none of the caller's PRIME_ or SLACK_ variables; its log goes to workdir/daemon.log."""
+    config_path = workdir / "config.yml"
+    config_path.write_text(yaml.safe_dump(config), encoding="utf-8")
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("PRIME_", "SLACK_"))}
+    env["PRIME_API_KEY"] = API_KEY
+    log_path = workdir / "daemon.log"
+    with log_path.open("ab") as log:
+        proc = subprocess.Popen(
+            [sys.executable, "-m", "monitor", "run", "--config", str(config_path)],
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            env=env,
+            cwd=workdir,
+        )
+    return proc, log_path
+
+
 def _wait_until_up(sim: SimulatorProcess) -> None:
     deadline = time.monotonic() + START_TIMEOUT
     while time.monotonic() < deadline:

@@ -37,7 +37,6 @@ import os
 import signal
 import statistics
 import subprocess
-import sys
 import tempfile
 import threading
 import time
@@ -47,9 +46,7 @@ from pathlib import Path
 from typing import Any
 
 import httpx
-import yaml
 from harness import (
-    API_KEY,
     SimulatorProcess,
     bench_run,
     count_of,
@@ -60,6 +57,7 @@ from harness import (
     run_ids,
     simulator_process,
     sniffio_note,
+    start_daemon,
 )
 from wrk_runner import WrkResult, run_wrk, wrk_binary, wrk_note
 
@@ -192,22 +190,10 @@ class DaemonRun:
         self.port = free_port()
         self.base = f"http://127.0.0.1:{self.port}"
         self.state = workdir / "state.db"
-        self.log_path = workdir / "daemon.log"
-        config_path = workdir / "config.yml"
         config = daemon_config(sim, figures, port=self.port, state=self.state, args=args)
-        config_path.write_text(yaml.safe_dump(config), encoding="utf-8")
-        env = {k: v for k, v in os.environ.items() if not k.startswith(("PRIME_", "SLACK_"))}
-        env["PRIME_API_KEY"] = API_KEY
         self.started_wall = time.time()
         self.started = time.monotonic()
-        with self.log_path.open("ab") as log:
-            self.proc = subprocess.Popen(
-                [sys.executable, "-m", "monitor", "run", "--config", str(config_path)],
-                stdout=log,
-                stderr=subprocess.STDOUT,
-                env=env,
-                cwd=workdir,
-            )
+        self.proc, self.log_path = start_daemon(config, workdir=workdir)
 
     def sample(self, *, echo: bool = True) -> Sample:
         if self.proc.poll() is not None:

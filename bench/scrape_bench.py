@@ -35,11 +35,9 @@ import asyncio
 import contextlib
 import gzip
 import math
-import os
 import signal
 import statistics
 import subprocess
-import sys
 import tempfile
 import time
 from collections.abc import Awaitable, Callable
@@ -48,17 +46,16 @@ from pathlib import Path
 
 import daemon_soak
 import httpx
-import yaml
 from harness import (
     ADMIN_HEADER,
     ADMIN_TOKEN,
-    API_KEY,
     count_of,
     cpu_seconds,
     free_port,
     load_average,
     scenario,
     simulator_process,
+    start_daemon,
 )
 from prometheus_client import generate_latest
 
@@ -311,20 +308,8 @@ def measure_burst(run_count: int, *, window: float, scrapers: int, every: float,
         port = free_port()
         config = daemon_soak.daemon_config(sim, runs=run_count, interval=interval, port=port, state=workdir / "s.db")
         config["log"]["level"] = "warning"
-        config_path = workdir / "config.yml"
-        config_path.write_text(yaml.safe_dump(config), encoding="utf-8")
-        env = {k: v for k, v in os.environ.items() if not k.startswith(("PRIME_", "SLACK_"))}
-        env["PRIME_API_KEY"] = API_KEY
-        log_path = workdir / "daemon.log"
         base = f"http://127.0.0.1:{port}"
-        with log_path.open("ab") as log:
-            proc = subprocess.Popen(
-                [sys.executable, "-m", "monitor", "run", "--config", str(config_path)],
-                stdout=log,
-                stderr=subprocess.STDOUT,
-                env=env,
-                cwd=workdir,
-            )
+        proc, log_path = start_daemon(config, workdir=workdir)
         try:
             daemon_soak.wait_ready(proc, base, log_path)
             time.sleep(interval)  # one more pass: the schedule settles
