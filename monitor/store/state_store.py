@@ -155,19 +155,8 @@ class StateStore(StoreConnection):
 
     def run_history(self, run_id: str, *, since: float | None = None, limit: int | None = None) -> list[RunSnapshot]:
         """Oldest first; `since` keeps readings taken at or after it; `limit` keeps the newest `limit`."""
-        query = "SELECT taken_at, data FROM run_history WHERE run_id = ?"
-        params: list[Any] = [run_id]
-        if since is not None:
-            query += " AND taken_at >= ?"
-            params.append(since)
-        # id is insertion order, like seq, and sits in the (run_id, taken_at) index: no sort step.
-        query += " ORDER BY taken_at DESC, id DESC"
-        if limit is not None:
-            query += " LIMIT ?"
-            params.append(max(limit, 0))
-        with self._read() as conn:
-            rows = conn.execute(query, params).fetchall()
-        return [decode_run_snapshot(run_id, taken_at, data) for taken_at, data in reversed(rows)]
+        rows = self._history("run_history", ("run_id = ?", run_id), since=since, limit=limit)
+        return [decode_run_snapshot(run_id, taken_at, data) for taken_at, data in rows]
 
     def remember_run(self, run_id: str, *, source: RunSource, seen_at: float) -> None:
         """Idempotent. A run named in config stays "config" even if the wallet also shows it."""
@@ -245,18 +234,29 @@ class StateStore(StoreConnection):
 
     def wallet_history(self, *, since: float | None = None, limit: int | None = None) -> list[WalletSnapshot]:
         """Oldest first; billing rows are empty (only `latest_wallet` keeps them)."""
-        query = "SELECT taken_at, data FROM wallet_history"
-        params: list[Any] = []
+        rows = self._history("wallet_history", None, since=since, limit=limit)
+        return [decode_wallet_snapshot(taken_at, data) for taken_at, data in rows]
+
+    def _history(
+        self, table: str, match: tuple[str, Any] | None, *, since: float | None, limit: int | None
+    ) -> list[tuple[float, str]]:
+        """(taken_at, data) of a history table, oldest first: rows matching `match` (a condition and its
+        value), taken at or after `since`, the newest `limit` of them."""
+        conditions, params = ([match[0]], [match[1]]) if match is not None else ([], [])
         if since is not None:
-            query += " WHERE taken_at >= ?"
+            conditions.append("taken_at >= ?")
             params.append(since)
+        query = f"SELECT taken_at, data FROM {table}"
+        if conditions:
+            query += " WHERE " + " AND ".join(conditions)
+        # id is insertion order, like seq, and sits in the (run_id, taken_at) index: no sort step.
         query += " ORDER BY taken_at DESC, id DESC"
         if limit is not None:
             query += " LIMIT ?"
             params.append(max(limit, 0))
         with self._read() as conn:
             rows = conn.execute(query, params).fetchall()
-        return [decode_wallet_snapshot(taken_at, data) for taken_at, data in reversed(rows)]
+        return [(taken_at, data) for taken_at, data in reversed(rows)]
 
     # -- alerts ----------------------------------------------------------------------------------------
 
